@@ -1,0 +1,16 @@
+//! CPU kernels: scalar references plus SIMD paths chosen at run time.
+
+pub mod activation;
+pub mod attention;
+pub mod matmul;
+pub mod norm;
+pub mod quant;
+pub mod rope;
+pub mod weight;
+
+pub use activation::{silu_mul_inplace, softmax_inplace};
+pub use attention::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
+pub use matmul::{matmul, ActivationMode};
+pub use norm::rms_norm;
+pub use rope::{apply_rope, RopeStyle, RopeTable};
+pub use weight::{WeightDType, WeightError, WeightMatrix};

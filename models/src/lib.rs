@@ -1,0 +1,1 @@
+//! Model families, loading, tokenization and the forward pass.
