@@ -4,6 +4,7 @@ pub mod config;
 pub mod default_model;
 pub mod forward;
 pub mod gguf;
+pub mod gguf_writer;
 pub mod kv_cache;
 pub mod loader;
 pub mod tensor;
