@@ -152,11 +152,26 @@ mod tests {
     #[test]
     fn same_seed_same_tokens_and_top_k_one_is_greedy() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let p = SamplingParams { temperature: 1.0, seed: Some(7), ..Default::default() };
-        let a: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(p); (0..20).map(|_| s.sample(&logits)).collect() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            seed: Some(7),
+            ..Default::default()
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(p.clone());
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(p);
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
-        let mut k1 = Sampler::new(SamplingParams { temperature: 1.0, top_k: 1, seed: Some(1), ..Default::default() });
+        let mut k1 = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            seed: Some(1),
+            ..Default::default()
+        });
         assert!((0..20).all(|_| k1.sample(&logits) == argmax(&logits)));
     }
 
@@ -164,16 +179,41 @@ mod tests {
     fn top_p_never_picks_outside_the_nucleus() {
         // p ≈ [0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps only the first two.
         let logits = [3.0f32, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.8, seed: Some(3), ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_p: 0.8,
+            seed: Some(3),
+            ..Default::default()
+        });
         assert!((0..500).all(|_| s.sample(&logits) < 2));
-        let mut m = Sampler::new(SamplingParams { temperature: 1.0, min_p: 0.5, seed: Some(3), ..Default::default() });
+        let mut m = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            seed: Some(3),
+            ..Default::default()
+        });
         assert!((0..500).all(|_| m.sample(&logits) == 0));
     }
 
     #[test]
     fn bad_params_are_rejected() {
-        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
-        assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
-        assert!(SamplingParams { min_p: 2.0, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            min_p: 2.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

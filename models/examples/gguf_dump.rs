@@ -1,7 +1,9 @@
 //! Prints a GGUF file's metadata (arrays abbreviated) and tensor directory.
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: gguf_dump FILE"))?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: gguf_dump FILE"))?;
     let f = factory_models::gguf::GgufFile::open(std::path::Path::new(&path))?;
     for (k, v) in &f.metadata {
         match v.as_array() {

@@ -127,7 +127,10 @@ impl ModelConfig {
             source_name: src.to_string(),
             key: key.to_string(),
         };
-        let model_type = raw.model_type.clone().ok_or_else(|| missing("model_type"))?;
+        let model_type = raw
+            .model_type
+            .clone()
+            .ok_or_else(|| missing("model_type"))?;
         let family = match model_type.as_str() {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
@@ -147,12 +150,18 @@ impl ModelConfig {
             });
         }
         let hidden = raw.hidden_size.ok_or_else(|| missing("hidden_size"))?;
-        let heads = raw.num_attention_heads.ok_or_else(|| missing("num_attention_heads"))?;
+        let heads = raw
+            .num_attention_heads
+            .ok_or_else(|| missing("num_attention_heads"))?;
         // transformers 5 moved rope settings into `rope_parameters`.
         let rope_params = raw.rope_parameters.as_ref();
         let rope_theta = raw
             .rope_theta
-            .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
+            .or_else(|| {
+                rope_params
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(|v| v.as_f64())
+            })
             .unwrap_or(10000.0);
         let scaling_value = raw.rope_scaling.as_ref().or(rope_params);
         let rope_scaling = scaling_value
@@ -173,11 +182,17 @@ impl ModelConfig {
             family,
             vocab_size: raw.vocab_size.ok_or_else(|| missing("vocab_size"))?,
             hidden_size: hidden,
-            intermediate_size: raw.intermediate_size.ok_or_else(|| missing("intermediate_size"))?,
-            num_layers: raw.num_hidden_layers.ok_or_else(|| missing("num_hidden_layers"))?,
+            intermediate_size: raw
+                .intermediate_size
+                .ok_or_else(|| missing("intermediate_size"))?,
+            num_layers: raw
+                .num_hidden_layers
+                .ok_or_else(|| missing("num_hidden_layers"))?,
             num_heads: heads,
             num_kv_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw.head_dim.unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
             rope_theta: rope_theta as f32,
             rope_scaling,
@@ -226,7 +241,8 @@ impl ModelConfig {
         let float = |k: &str| md.get(&key(k)).and_then(GgufValue::as_f64);
         let hidden = num("embedding_length")?;
         let heads = num("attention.head_count")?;
-        let head_dim = num("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let head_dim =
+            num("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
         let vocab_size = num("vocab_size").or_else(|_| {
             md.get("tokenizer.ggml.tokens")
                 .and_then(GgufValue::as_array)
@@ -236,8 +252,13 @@ impl ModelConfig {
                     key: key("vocab_size"),
                 })
         })?;
-        let rope_scaling = match md.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
-            Some("linear") => float("rope.scaling.factor").map(|f| RopeScaling::Linear { factor: f as f32 }),
+        let rope_scaling = match md
+            .get(&key("rope.scaling.type"))
+            .and_then(GgufValue::as_str)
+        {
+            Some("linear") => {
+                float("rope.scaling.factor").map(|f| RopeScaling::Linear { factor: f as f32 })
+            }
             _ => None,
         };
         let token_id = |k: &str| md.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
@@ -265,7 +286,9 @@ impl ModelConfig {
             attention_bias: family == Family::Qwen2,
             qk_norm: family == Family::Qwen3,
             bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
-            eos_token_ids: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
+                .into_iter()
+                .collect(),
         };
         cfg.validate(src)?;
         Ok(cfg)
@@ -356,7 +379,10 @@ impl ModelConfig {
     }
 }
 
-fn parse_hf_rope_scaling(v: &serde_json::Value, src: &str) -> Result<Option<RopeScaling>, ConfigError> {
+fn parse_hf_rope_scaling(
+    v: &serde_json::Value,
+    src: &str,
+) -> Result<Option<RopeScaling>, ConfigError> {
     let ty = v
         .get("rope_type")
         .or_else(|| v.get("type"))
@@ -373,19 +399,21 @@ fn parse_hf_rope_scaling(v: &serde_json::Value, src: &str) -> Result<Option<Rope
     };
     Ok(match ty {
         "default" => None,
-        "linear" => Some(RopeScaling::Linear { factor: f("factor")? }),
+        "linear" => Some(RopeScaling::Linear {
+            factor: f("factor")?,
+        }),
         "llama3" => Some(RopeScaling::Llama3 {
             factor: f("factor")?,
             low_freq_factor: f("low_freq_factor")?,
             high_freq_factor: f("high_freq_factor")?,
             original_max_position_embeddings: f("original_max_position_embeddings")?,
         }),
-        other => {
-            return Err(ConfigError::Invalid {
-                source_name: src.to_string(),
-                what: format!("rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"),
-            })
-        }
+        other => return Err(ConfigError::Invalid {
+            source_name: src.to_string(),
+            what: format!(
+                "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
+            ),
+        }),
     })
 }
 
@@ -403,7 +431,11 @@ mod tests {
     #[test]
     fn unknown_model_type_is_a_clear_error() {
         let e = parse(&format!(r#"{{"model_type": "gpt_neox", {BASE}}}"#)).unwrap_err();
-        assert!(e.to_string().contains("unsupported model_type/architecture `gpt_neox`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unsupported model_type/architecture `gpt_neox`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -414,7 +446,10 @@ mod tests {
 
     #[test]
     fn qwen2_defaults_to_biases_and_eos_lists_parse() {
-        let c = parse(&format!(r#"{{"model_type": "qwen2", "eos_token_id": [1, 2], {BASE}}}"#)).unwrap();
+        let c = parse(&format!(
+            r#"{{"model_type": "qwen2", "eos_token_id": [1, 2], {BASE}}}"#
+        ))
+        .unwrap();
         assert!(c.attention_bias);
         assert_eq!(c.eos_token_ids, vec![1, 2]);
         assert_eq!(c.head_dim, 4);

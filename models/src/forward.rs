@@ -67,11 +67,23 @@ pub enum ForwardError {
     #[error("token id {token} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { token: u32, vocab: usize },
     #[error("sequence {seq}: block table covers {have} tokens, {needed} needed")]
-    BlockTableTooShort { seq: usize, needed: usize, have: usize },
+    BlockTableTooShort {
+        seq: usize,
+        needed: usize,
+        have: usize,
+    },
     #[error("sequence {seq}: block {block} is outside the cache of {blocks} blocks")]
-    BlockOutOfRange { seq: usize, block: u32, blocks: usize },
+    BlockOutOfRange {
+        seq: usize,
+        block: u32,
+        blocks: usize,
+    },
     #[error("sequence {seq}: position {pos} exceeds the context limit {limit}")]
-    ContextExceeded { seq: usize, pos: usize, limit: usize },
+    ContextExceeded {
+        seq: usize,
+        pos: usize,
+        limit: usize,
+    },
 }
 
 /// A loaded decoder and how it computes.
@@ -85,7 +97,11 @@ pub struct Model {
 
 impl Model {
     /// Assembles a model from its parts.
-    pub fn new(config: ModelConfig, weights: ModelWeights, activation_mode: ActivationMode) -> Self {
+    pub fn new(
+        config: ModelConfig,
+        weights: ModelWeights,
+        activation_mode: ActivationMode,
+    ) -> Self {
         let rope = RopeTable {
             inv_freq: config.rope_inv_freq(),
             style: config.rope_style,
@@ -115,10 +131,17 @@ impl Model {
             }
             let have = s.block_table.len() * cache.block_size;
             if have < end {
-                return Err(ForwardError::BlockTableTooShort { seq, needed: end, have });
+                return Err(ForwardError::BlockTableTooShort {
+                    seq,
+                    needed: end,
+                    have,
+                });
             }
             let used = end.div_ceil(cache.block_size);
-            if let Some(&block) = s.block_table[..used].iter().find(|&&b| b as usize >= cache.num_blocks) {
+            if let Some(&block) = s.block_table[..used]
+                .iter()
+                .find(|&&b| b as usize >= cache.num_blocks)
+            {
                 return Err(ForwardError::BlockOutOfRange {
                     seq,
                     block,
@@ -131,10 +154,19 @@ impl Model {
 
     /// Runs one step: writes the new tokens' K/V into `cache` and returns the
     /// requested logits.
-    pub fn forward(&self, batch: &[SeqInput<'_>], cache: &mut KvCache) -> Result<ForwardOutput, ForwardError> {
+    pub fn forward(
+        &self,
+        batch: &[SeqInput<'_>],
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput, ForwardError> {
         self.check(batch, cache)?;
         let cfg = &self.config;
-        let (h, qd, kvd, ff) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let (h, qd, kvd, ff) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+        );
         let t: usize = batch.iter().map(|s| s.tokens.len()).sum();
         let mode = self.activation_mode;
 
@@ -155,7 +187,10 @@ impl Model {
                 let row = positions.len();
                 embed.dequantize_row(tok as usize, &mut x[row * h..(row + 1) * h]);
                 positions.push(pos as u32);
-                slots.push(s.block_table[pos / cache.block_size] as usize * cache.block_size + pos % cache.block_size);
+                slots.push(
+                    s.block_table[pos / cache.block_size] as usize * cache.block_size
+                        + pos % cache.block_size,
+                );
             }
         }
 
@@ -188,7 +223,13 @@ impl Model {
                 rms_norm_inplace(&mut k, w, cfg.rms_norm_eps);
             }
             apply_rope(&mut q, cfg.num_heads, cfg.head_dim, &positions, &self.rope);
-            apply_rope(&mut k, cfg.num_kv_heads, cfg.head_dim, &positions, &self.rope);
+            apply_rope(
+                &mut k,
+                cfg.num_kv_heads,
+                cfg.head_dim,
+                &positions,
+                &self.rope,
+            );
             {
                 let layer = &mut cache.layers[li];
                 cpu::attention::write_kv(&mut layer.k, &mut layer.v, &slots, &k, &v);
@@ -220,11 +261,22 @@ impl Model {
         }
         let mut sel = vec![0f32; rows.len() * h];
         for (i, &r) in rows.iter().enumerate() {
-            rms_norm(&x[r * h..(r + 1) * h], &self.weights.final_norm, cfg.rms_norm_eps, &mut sel[i * h..(i + 1) * h]);
+            rms_norm(
+                &x[r * h..(r + 1) * h],
+                &self.weights.final_norm,
+                cfg.rms_norm_eps,
+                &mut sel[i * h..(i + 1) * h],
+            );
         }
         let vocab = cfg.vocab_size;
         let mut logits = vec![0f32; rows.len() * vocab];
-        matmul(&sel, rows.len(), &self.weights.lm_head.matrix(), &mut logits, mode);
+        matmul(
+            &sel,
+            rows.len(),
+            &self.weights.lm_head.matrix(),
+            &mut logits,
+            mode,
+        );
         Ok(ForwardOutput {
             logits,
             seq_rows,

@@ -189,7 +189,11 @@ type Parsed = (
 
 /// Parses the header of a GGUF image (the whole file's bytes).
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Parsed, GgufError> {
-    let mut r = Reader { bytes, pos: 0, path };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        path,
+    };
     if r.take(4)? != MAGIC {
         return Err(GgufError::BadMagic {
             path: path.to_path_buf(),
@@ -218,7 +222,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Parsed, GgufError> {
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(r.corrupt(format!("tensor {name} has {n_dims} dimensions")));
         }
-        let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+        let dims = (0..n_dims)
+            .map(|_| r.u64())
+            .collect::<Result<Vec<_>, _>>()?;
         let ggml_type = r.u32()?;
         let offset = r.u64()?;
         raw.push((name, dims, ggml_type, offset));

@@ -89,7 +89,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor; `shape` is outermost first (PyTorch order), `data` in `dtype`.
-    pub fn tensor(&mut self, name: &str, shape: &[usize], dtype: WeightDType, data: Vec<u8>) -> &mut Self {
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: WeightDType,
+        data: Vec<u8>,
+    ) -> &mut Self {
         let dims = shape.iter().rev().map(|&d| d as u64).collect();
         self.tensors.push((name.to_string(), dims, dtype, data));
         self

@@ -1,5 +1,7 @@
 //! Model families, loading, tokenization and the forward pass.
 
+pub mod bundle;
+pub mod chat_template;
 pub mod config;
 pub mod default_model;
 pub mod forward;
@@ -9,6 +11,7 @@ pub mod kv_cache;
 pub mod loader;
 pub mod tensor;
 pub mod tensor_store;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Family, ModelConfig};

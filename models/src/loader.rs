@@ -37,7 +37,9 @@ impl ModelFormat {
     pub fn detect(path: &Path) -> Result<Self, LoadError> {
         if path.is_dir() {
             if path.join("config.json").is_file() {
-                return Ok(Self::HuggingFace { dir: path.to_path_buf() });
+                return Ok(Self::HuggingFace {
+                    dir: path.to_path_buf(),
+                });
             }
             return Err(LoadError::UnknownFormat(path.to_path_buf()));
         }
@@ -48,7 +50,9 @@ impl ModelFormat {
                 .is_ok()
                 && &magic == b"GGUF";
             if is_gguf {
-                return Ok(Self::Gguf { file: path.to_path_buf() });
+                return Ok(Self::Gguf {
+                    file: path.to_path_buf(),
+                });
             }
             return Err(LoadError::UnknownFormat(path.to_path_buf()));
         }

@@ -8,7 +8,11 @@ use memmap2::Mmap;
 /// Where a tensor's bytes live.
 #[derive(Clone)]
 enum Bytes {
-    Mapped { map: Arc<Mmap>, start: usize, len: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
     Owned(Arc<Vec<u8>>),
 }
 
@@ -30,7 +34,14 @@ impl std::fmt::Debug for Tensor {
 impl Tensor {
     /// A tensor over `len` bytes of `map` from `start`; the caller has checked
     /// that the range holds `rows * cols` elements of `dtype`.
-    pub fn mapped(map: Arc<Mmap>, start: usize, len: usize, dtype: WeightDType, rows: usize, cols: usize) -> Self {
+    pub fn mapped(
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+        dtype: WeightDType,
+        rows: usize,
+        cols: usize,
+    ) -> Self {
         Self {
             dtype,
             rows,
@@ -85,6 +96,11 @@ impl Tensor {
     /// The same values converted to another plain-float dtype (owned).
     pub fn to_f32_tensor(&self) -> Tensor {
         let v = self.to_f32_vec();
-        Tensor::owned(bytemuck::cast_slice(&v).to_vec(), WeightDType::F32, self.rows, self.cols)
+        Tensor::owned(
+            bytemuck::cast_slice(&v).to_vec(),
+            WeightDType::F32,
+            self.rows,
+            self.cols,
+        )
     }
 }

@@ -82,15 +82,22 @@ impl TensorStore {
                 path: index.clone(),
                 source,
             })?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| StoreError::Index {
-                path: index.clone(),
-                detail: e.to_string(),
-            })?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| StoreError::Index {
-                path: index.clone(),
-                detail: "no `weight_map` object".into(),
-            })?;
-            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| StoreError::Index {
+                    path: index.clone(),
+                    detail: e.to_string(),
+                })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| StoreError::Index {
+                    path: index.clone(),
+                    detail: "no `weight_map` object".into(),
+                })?;
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect();
             names.sort();
             names.dedup();
             if let Some(bad) = names.iter().find(|n| n.contains('/') || n.contains("..")) {
@@ -122,10 +129,11 @@ impl TensorStore {
 
     fn add_safetensors(&mut self, path: &Path) -> Result<(), StoreError> {
         let map = map_file(path)?;
-        let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| StoreError::Safetensors {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let st =
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| StoreError::Safetensors {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
         let file = self.files.len();
         let base = map.as_ptr() as usize;
         for (name, view) in st.iter() {
@@ -213,7 +221,14 @@ impl TensorStore {
                 found: e.shape.clone(),
             });
         }
-        Ok(Tensor::mapped(map.clone(), e.start, e.len, e.dtype, rows, cols))
+        Ok(Tensor::mapped(
+            map.clone(),
+            e.start,
+            e.len,
+            e.dtype,
+            rows,
+            cols,
+        ))
     }
 
     /// A vector of `len` values named `name`, as f32.

@@ -91,8 +91,17 @@ impl Naming {
 
 impl ModelWeights {
     /// Finds and shape-checks every tensor the config calls for.
-    pub fn load(store: &TensorStore, cfg: &ModelConfig, naming: Naming) -> Result<Self, StoreError> {
-        let (h, q, kv, ff) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    pub fn load(
+        store: &TensorStore,
+        cfg: &ModelConfig,
+        naming: Naming,
+    ) -> Result<Self, StoreError> {
+        let (h, q, kv, ff) = (
+            cfg.hidden_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.intermediate_size,
+        );
         let embed = store.matrix(naming.embed(), cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
@@ -140,6 +149,22 @@ impl ModelWeights {
             layers,
             lm_head,
         })
+    }
+
+    /// The same weights with every matrix converted to owned f32 (a
+    /// quantized model's "f32 form"; norms and biases are f32 already).
+    pub fn dequantized(&self) -> Self {
+        let tied = std::ptr::eq(self.embed.data().as_ptr(), self.lm_head.data().as_ptr());
+        let embed = self.embed.to_f32_tensor();
+        let mut w = self.clone();
+        w.lm_head = if tied { embed.clone() } else { self.lm_head.to_f32_tensor() };
+        w.embed = embed;
+        for l in &mut w.layers {
+            for t in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+                *t = t.to_f32_tensor();
+            }
+        }
+        w
     }
 
     /// Bytes of weights read by one decode step (every matrix once; the

@@ -25,7 +25,9 @@ struct Case {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// llama.cpp's Q/K permutation: within each head, rows (j * hd/2 + i) move to (2i + j).
@@ -70,13 +72,26 @@ fn convert(name: &str, dtype: WeightDType) -> PathBuf {
         .metadata("llama.context_length", u(cfg.max_position_embeddings))
         .metadata("llama.vocab_size", u(cfg.vocab_size))
         .metadata("llama.rope.freq_base", GgufValue::F32(cfg.rope_theta))
-        .metadata("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(cfg.rms_norm_eps));
+        .metadata(
+            "llama.attention.layer_norm_rms_epsilon",
+            GgufValue::F32(cfg.rms_norm_eps),
+        );
     if let Some(RopeScaling::Llama3 { .. }) = cfg.rope_scaling {
         // What llama.cpp's converter stores: plain frequency / scaled frequency.
         let mut plain = cfg.clone();
         plain.rope_scaling = None;
-        let ff: Vec<f32> = plain.rope_inv_freq().iter().zip(cfg.rope_inv_freq()).map(|(p, s)| p / s).collect();
-        g.tensor("rope_freqs.weight", &[ff.len()], WeightDType::F32, bytemuck::cast_slice(&ff).to_vec());
+        let ff: Vec<f32> = plain
+            .rope_inv_freq()
+            .iter()
+            .zip(cfg.rope_inv_freq())
+            .map(|(p, s)| p / s)
+            .collect();
+        g.tensor(
+            "rope_freqs.weight",
+            &[ff.len()],
+            WeightDType::F32,
+            bytemuck::cast_slice(&ff).to_vec(),
+        );
     }
     let mat = |g: &mut GgufWriter, name: &str, t: &Tensor, permute_heads: Option<usize>| {
         let mut v = t.to_f32_vec();
@@ -86,7 +101,12 @@ fn convert(name: &str, dtype: WeightDType) -> PathBuf {
         g.tensor(name, &[t.rows, t.cols], dtype, encode(dtype, &v, t.cols));
     };
     let vec = |g: &mut GgufWriter, name: &str, v: &[f32]| {
-        g.tensor(name, &[v.len()], WeightDType::F32, bytemuck::cast_slice(v).to_vec());
+        g.tensor(
+            name,
+            &[v.len()],
+            WeightDType::F32,
+            bytemuck::cast_slice(v).to_vec(),
+        );
     };
     mat(&mut g, "token_embd.weight", &w.embed, None);
     if !cfg.tie_word_embeddings {
@@ -105,7 +125,10 @@ fn convert(name: &str, dtype: WeightDType) -> PathBuf {
         mat(&mut g, &n("ffn_up.weight"), &l.w_up, None);
         mat(&mut g, &n("ffn_down.weight"), &l.w_down, None);
     }
-    let path = std::env::temp_dir().join(format!("factory-test-{}-{name}-{dtype:?}.gguf", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "factory-test-{}-{name}-{dtype:?}.gguf",
+        std::process::id()
+    ));
     g.write(&path).expect("write gguf");
     path
 }
@@ -114,14 +137,27 @@ fn prefill(model: &Model, ids: &[u32]) -> Vec<Vec<f32>> {
     let table: Vec<u32> = (0..ids.len().div_ceil(16) as u32).collect();
     let mut cache = KvCache::new(&model.config, 16, table.len());
     let out = model
-        .forward(&[SeqInput { tokens: ids, start_pos: 0, block_table: &table, logits: LogitsRequest::All }], &mut cache)
+        .forward(
+            &[SeqInput {
+                tokens: ids,
+                start_pos: 0,
+                block_table: &table,
+                logits: LogitsRequest::All,
+            }],
+            &mut cache,
+        )
         .expect("forward");
     (0..ids.len()).map(|i| out.row(0, i).to_vec()).collect()
 }
 
 fn max_rel_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
     let scale = want.iter().flatten().map(|v| v.abs()).fold(1f32, f32::max);
-    let diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = got
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     diff / scale
 }
 
@@ -134,7 +170,9 @@ fn expected(name: &str) -> Expected {
 fn f32_gguf_with_permuted_qk_matches_transformers() {
     for name in ["llama_gqa", "llama3_scaled", "llama2_mha"] {
         let path = convert(name, WeightDType::F32);
-        let model = open_model(&path, ActivationMode::Exact).expect("gguf loads").model;
+        let model = open_model(&path, ActivationMode::Exact)
+            .expect("gguf loads")
+            .model;
         let _ = std::fs::remove_file(&path);
         for case in expected(name).cases {
             let d = max_rel_diff(&prefill(&model, &case.prompt_ids), &case.prefill_logits);
@@ -146,14 +184,7 @@ fn f32_gguf_with_permuted_qk_matches_transformers() {
 /// The same model with every matrix dequantized to f32.
 fn dequantized(model: &Model) -> Model {
     let mut m = model.clone();
-    let w = &mut m.weights;
-    w.embed = w.embed.to_f32_tensor();
-    w.lm_head = w.lm_head.to_f32_tensor();
-    for l in &mut w.layers {
-        for t in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
-            *t = t.to_f32_tensor();
-        }
-    }
+    m.weights = model.weights.dequantized();
     m.activation_mode = ActivationMode::Exact;
     m
 }
@@ -162,8 +193,12 @@ fn dequantized(model: &Model) -> Model {
 fn quantized_exact_mode_equals_dequantized_weights_and_fast_mode_stays_close() {
     for dtype in [WeightDType::Q8_0, WeightDType::Q4_1, WeightDType::Q4_0] {
         let path = convert("llama_gqa", dtype);
-        let exact = open_model(&path, ActivationMode::Exact).expect("gguf loads").model;
-        let fast = open_model(&path, ActivationMode::Fast).expect("gguf loads").model;
+        let exact = open_model(&path, ActivationMode::Exact)
+            .expect("gguf loads")
+            .model;
+        let fast = open_model(&path, ActivationMode::Fast)
+            .expect("gguf loads")
+            .model;
         let _ = std::fs::remove_file(&path);
         let reference = dequantized(&exact);
         for case in expected("llama_gqa").cases {
@@ -180,7 +215,9 @@ fn quantized_exact_mode_equals_dequantized_weights_and_fast_mode_stays_close() {
 #[test]
 fn q8_0_gguf_stays_close_to_transformers() {
     let path = convert("llama_gqa", WeightDType::Q8_0);
-    let model = open_model(&path, ActivationMode::Exact).expect("gguf loads").model;
+    let model = open_model(&path, ActivationMode::Exact)
+        .expect("gguf loads")
+        .model;
     let _ = std::fs::remove_file(&path);
     for case in expected("llama_gqa").cases {
         let d = max_rel_diff(&prefill(&model, &case.prompt_ids), &case.prefill_logits);

@@ -21,23 +21,41 @@ struct Case {
     decode_logits: Vec<Vec<f32>>,
 }
 
-const FIXTURES: [&str; 6] = ["llama_gqa", "llama2_mha", "llama3_scaled", "mistral", "qwen2_bias", "qwen3_qknorm"];
+const FIXTURES: [&str; 6] = [
+    "llama_gqa",
+    "llama2_mha",
+    "llama3_scaled",
+    "mistral",
+    "qwen2_bias",
+    "qwen3_qknorm",
+];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn load(name: &str) -> (Model, Expected) {
     let dir = fixture(name);
-    let model = open_model(&dir, ActivationMode::Exact).expect("fixture loads").model;
+    let model = open_model(&dir, ActivationMode::Exact)
+        .expect("fixture loads")
+        .model;
     let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
-    (model, serde_json::from_str(&text).expect("expected.json parses"))
+    (
+        model,
+        serde_json::from_str(&text).expect("expected.json parses"),
+    )
 }
 
 /// Largest absolute difference, and the reference's largest magnitude.
 fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
     assert_eq!(got.len(), want.len());
-    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
     (diff, scale)
 }
@@ -45,11 +63,19 @@ fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     let (diff, scale) = compare(got, want);
     // f32 activations throughout; transformers rounds in a different order.
-    assert!(diff <= 2e-4 * scale.max(1.0), "{what}: max |diff| {diff} (logits up to {scale})");
+    assert!(
+        diff <= 2e-4 * scale.max(1.0),
+        "{what}: max |diff| {diff} (logits up to {scale})"
+    );
 }
 
 /// Runs prompt then decodes with a block table of scattered physical blocks.
-fn run_case(model: &Model, case: &Case, block_size: usize, chunk: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn run_case(
+    model: &Model,
+    case: &Case,
+    block_size: usize,
+    chunk: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let total = case.prompt_ids.len() + case.decode_ids.len();
     let blocks = total.div_ceil(block_size);
     // Physical blocks in reverse order with gaps, so layout bugs show.
@@ -59,7 +85,12 @@ fn run_case(model: &Model, case: &Case, block_size: usize, chunk: usize) -> (Vec
     for (c, ids) in case.prompt_ids.chunks(chunk).enumerate() {
         let out = model
             .forward(
-                &[SeqInput { tokens: ids, start_pos: c * chunk, block_table: &table, logits: LogitsRequest::All }],
+                &[SeqInput {
+                    tokens: ids,
+                    start_pos: c * chunk,
+                    block_table: &table,
+                    logits: LogitsRequest::All,
+                }],
                 &mut cache,
             )
             .expect("forward");
@@ -70,7 +101,12 @@ fn run_case(model: &Model, case: &Case, block_size: usize, chunk: usize) -> (Vec
         let pos = case.prompt_ids.len() + i;
         let out = model
             .forward(
-                &[SeqInput { tokens: &[id], start_pos: pos, block_table: &table, logits: LogitsRequest::Last }],
+                &[SeqInput {
+                    tokens: &[id],
+                    start_pos: pos,
+                    block_table: &table,
+                    logits: LogitsRequest::Last,
+                }],
                 &mut cache,
             )
             .expect("forward");
@@ -86,7 +122,11 @@ fn prefill_and_decode_logits_match_transformers_for_every_family() {
         for (ci, case) in exp.cases.iter().enumerate() {
             let (prefill, decode) = run_case(&model, case, 16, usize::MAX);
             for (p, (got, want)) in prefill.iter().zip(&case.prefill_logits).enumerate() {
-                assert_close(got, want, &format!("{name} ({}) case {ci} prefill pos {p}", exp.weights_dtype));
+                assert_close(
+                    got,
+                    want,
+                    &format!("{name} ({}) case {ci} prefill pos {p}", exp.weights_dtype),
+                );
             }
             for (s, (got, want)) in decode.iter().zip(&case.decode_logits).enumerate() {
                 assert_close(got, want, &format!("{name} case {ci} decode step {s}"));
@@ -99,12 +139,19 @@ fn prefill_and_decode_logits_match_transformers_for_every_family() {
 fn chunked_prefill_and_small_blocks_give_the_same_logits() {
     for name in ["llama_gqa", "qwen3_qknorm"] {
         let (model, exp) = load(name);
-        let case = exp.cases.iter().max_by_key(|c| c.prompt_ids.len()).expect("a case");
+        let case = exp
+            .cases
+            .iter()
+            .max_by_key(|c| c.prompt_ids.len())
+            .expect("a case");
         let (p1, d1) = run_case(&model, case, 16, usize::MAX);
         let (p2, d2) = run_case(&model, case, 4, 7);
         for (a, b) in p1.iter().chain(&d1).zip(p2.iter().chain(&d2)) {
             let (diff, scale) = compare(a, b);
-            assert!(diff <= 1e-5 * scale.max(1.0), "{name}: chunked differs by {diff}");
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "{name}: chunked differs by {diff}"
+            );
         }
     }
 }
@@ -120,13 +167,27 @@ fn a_batch_of_sequences_equals_each_sequence_alone() {
     let out = model
         .forward(
             &[
-                SeqInput { tokens: &a.prompt_ids, start_pos: 0, block_table: &ta, logits: LogitsRequest::Last },
-                SeqInput { tokens: &b.prompt_ids, start_pos: 0, block_table: &tb, logits: LogitsRequest::All },
+                SeqInput {
+                    tokens: &a.prompt_ids,
+                    start_pos: 0,
+                    block_table: &ta,
+                    logits: LogitsRequest::Last,
+                },
+                SeqInput {
+                    tokens: &b.prompt_ids,
+                    start_pos: 0,
+                    block_table: &tb,
+                    logits: LogitsRequest::All,
+                },
             ],
             &mut cache,
         )
         .expect("forward");
-    assert_close(out.last(0).expect("a"), a.prefill_logits.last().expect("a"), "batched a");
+    assert_close(
+        out.last(0).expect("a"),
+        a.prefill_logits.last().expect("a"),
+        "batched a",
+    );
     for (i, want) in b.prefill_logits.iter().enumerate() {
         assert_close(out.row(1, i), want, "batched b");
     }
@@ -134,14 +195,32 @@ fn a_batch_of_sequences_equals_each_sequence_alone() {
     let out = model
         .forward(
             &[
-                SeqInput { tokens: &a.decode_ids[..1], start_pos: a.prompt_ids.len(), block_table: &ta, logits: LogitsRequest::Last },
-                SeqInput { tokens: &b.decode_ids[..1], start_pos: b.prompt_ids.len(), block_table: &tb, logits: LogitsRequest::Last },
+                SeqInput {
+                    tokens: &a.decode_ids[..1],
+                    start_pos: a.prompt_ids.len(),
+                    block_table: &ta,
+                    logits: LogitsRequest::Last,
+                },
+                SeqInput {
+                    tokens: &b.decode_ids[..1],
+                    start_pos: b.prompt_ids.len(),
+                    block_table: &tb,
+                    logits: LogitsRequest::Last,
+                },
             ],
             &mut cache,
         )
         .expect("forward");
-    assert_close(out.last(0).expect("a"), &a.decode_logits[0], "batched decode a");
-    assert_close(out.last(1).expect("b"), &b.decode_logits[0], "batched decode b");
+    assert_close(
+        out.last(0).expect("a"),
+        &a.decode_logits[0],
+        "batched decode a",
+    );
+    assert_close(
+        out.last(1).expect("b"),
+        &b.decode_logits[0],
+        "batched decode b",
+    );
 }
 
 #[test]
@@ -150,7 +229,15 @@ fn bad_batches_are_errors_not_panics() {
     let mut cache = KvCache::new(&model.config, 16, 2);
     let run = |cache: &mut KvCache, tokens: &[u32], start: usize, table: &[u32]| {
         model
-            .forward(&[SeqInput { tokens, start_pos: start, block_table: table, logits: LogitsRequest::Last }], cache)
+            .forward(
+                &[SeqInput {
+                    tokens,
+                    start_pos: start,
+                    block_table: table,
+                    logits: LogitsRequest::Last,
+                }],
+                cache,
+            )
             .unwrap_err()
             .to_string()
     };

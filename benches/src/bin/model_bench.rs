@@ -1,0 +1,117 @@
+//! Single-stream prefill and decode speed of a model on this machine, beside
+//! the memory-bandwidth floor (weight bytes read per token / DRAM bandwidth).
+//!
+//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N]`
+//! With no --model, benchmarks the default model (Q4_1) in exact and fast
+//! mode and its f32 form.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use factory_kernels::cpu::ActivationMode;
+use factory_models::{default_model, open_model, KvCache, LogitsRequest, Model, SeqInput};
+
+struct Opts {
+    model: Option<String>,
+    prompt: usize,
+    decode: usize,
+    reps: usize,
+}
+
+fn parse() -> anyhow::Result<Opts> {
+    let mut o = Opts { model: None, prompt: 128, decode: 64, reps: 3 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--model" => o.model = Some(val()?),
+            "--prompt" => o.prompt = val()?.parse()?,
+            "--decode" => o.decode = val()?.parse()?,
+            "--reps" => o.reps = val()?.parse()?,
+            "--bench" => {} // passed by `cargo bench`
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    Ok(o)
+}
+
+/// Median of a few runs, in seconds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// (prefill seconds for `prompt` tokens, decode seconds per token).
+fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64, f64)> {
+    let vocab = model.config.vocab_size as u32;
+    // Deterministic, non-trivial token ids.
+    let ids: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let table: Vec<u32> = (0..(prompt + decode).div_ceil(16) as u32).collect();
+    let mut cache = KvCache::new(&model.config, 16, table.len());
+    let t0 = Instant::now();
+    model.forward(
+        &[SeqInput { tokens: &ids, start_pos: 0, block_table: &table, logits: LogitsRequest::Last }],
+        &mut cache,
+    )?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for i in 0..decode {
+        let tok = [(i as u32 * 31 + 7) % vocab];
+        model.forward(
+            &[SeqInput { tokens: &tok, start_pos: prompt + i, block_table: &table, logits: LogitsRequest::Last }],
+            &mut cache,
+        )?;
+    }
+    Ok((prefill, t1.elapsed().as_secs_f64() / decode.max(1) as f64))
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse()?;
+    let bw = factory_benches::dram_read_bandwidth();
+    println!("machine: {} threads; DRAM read bandwidth {:.1} GB/s (2 GiB buffer, all threads)", rayon::current_num_threads(), bw / 1e9);
+    let path = match &o.model {
+        Some(p) => p.into(),
+        None => default_model::ensure()?,
+    };
+    let exact = open_model(&path, ActivationMode::Exact)?.model;
+    let mut variants: Vec<(String, Model)> = Vec::new();
+    let quantized = exact.weights.layers[0].wq.dtype.is_quantized();
+    let dtype = format!("{:?}", exact.weights.layers[0].wq.dtype);
+    if quantized {
+        let mut fast = exact.clone();
+        fast.activation_mode = ActivationMode::Fast;
+        let mut f32m = exact.clone();
+        f32m.weights = exact.weights.dequantized();
+        variants.push((format!("{dtype} exact"), exact));
+        variants.push((format!("{dtype} fast"), fast));
+        variants.push(("f32 form".into(), f32m));
+    } else {
+        variants.push((dtype, exact));
+    }
+    println!("model: {} (prompt {} tokens, decode {} tokens after it, median of {})", path.display(), o.prompt, o.decode, o.reps);
+    println!("| variant | weights read/token | floor ms/token | decode ms/token | decode tok/s | % of floor | prefill tok/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, model) in &variants {
+        run_once(model, 16, 4)?; // warm-up: page in weights, fill caches
+        let mut pre = Vec::new();
+        let mut dec = Vec::new();
+        for _ in 0..o.reps {
+            let (p, d) = run_once(model, o.prompt, o.decode)?;
+            pre.push(p);
+            dec.push(d);
+        }
+        let (p, d) = (median(pre), median(dec));
+        let bytes = model.weights.bytes_per_token() as f64;
+        let floor = bytes / bw;
+        println!(
+            "| {name} | {:.1} MB | {:.2} | {:.2} | {:.1} | {:.0}% | {:.1} |",
+            bytes / 1e6,
+            floor * 1e3,
+            d * 1e3,
+            1.0 / d,
+            floor / d * 100.0,
+            o.prompt as f64 / p
+        );
+    }
+    Ok(())
+}
