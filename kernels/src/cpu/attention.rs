@@ -92,6 +92,7 @@ fn attend_one(
 ) {
     let hd = shape.head_dim;
     let row = shape.kv_heads * hd;
+    let kern = crate::cpu::simd::Kernels::get();
     acc.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut denom = 0f32;
@@ -99,23 +100,19 @@ fn attend_one(
         let block = table[p / kv.block_size] as usize;
         let base = (block * kv.block_size + p % kv.block_size) * row + kv_head * hd;
         let k = &kv.k[base..base + hd];
-        let s = crate::cpu::matmul::dot_plain(q, k) * shape.scale;
+        let s = (kern.dot_plain)(q, k) * shape.scale;
         if s > max {
             let f = (max - s).exp();
             denom *= f;
-            acc.iter_mut().for_each(|a| *a *= f);
+            (kern.scale)(f, acc);
             max = s;
         }
         let w = (s - max).exp();
         denom += w;
-        let v = &kv.v[base..base + hd];
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a += w * x;
-        }
+        (kern.axpy)(w, &kv.v[base..base + hd], acc);
     }
     if denom > 0.0 {
-        let inv = 1.0 / denom;
-        acc.iter_mut().for_each(|a| *a *= inv);
+        (kern.scale)(1.0 / denom, acc);
     }
 }
 
@@ -136,7 +133,13 @@ mod tests {
                 let qv = &q[(t * shape.heads + h) * hd..][..hd];
                 let n = first_pos + t + 1;
                 let scores: Vec<f32> = (0..n)
-                    .map(|p| qv.iter().zip(&k[p * row + kh * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * shape.scale)
+                    .map(|p| {
+                        qv.iter()
+                            .zip(&k[p * row + kh * hd..][..hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>()
+                            * shape.scale
+                    })
                     .collect();
                 let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -154,21 +157,41 @@ mod tests {
     #[test]
     fn paged_attention_equals_dense_attention_through_a_scrambled_block_table() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let shape = AttentionShape { heads: 4, kv_heads: 2, head_dim: 8, scale: 0.35 };
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+            scale: 0.35,
+        };
         let (bs, ctx, new) = (4usize, 11usize, 3usize);
         let row = shape.kv_heads * shape.head_dim;
-        let mut r = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+        let mut r = |n: usize| {
+            (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect::<Vec<_>>()
+        };
         let k = r(ctx * row);
         let v = r(ctx * row);
         let q = r(new * shape.heads * shape.head_dim);
         // Physical blocks deliberately out of order, with unused blocks between.
         let table = [5u32, 1, 3];
-        let slots: Vec<usize> = (0..ctx).map(|p| table[p / bs] as usize * bs + p % bs).collect();
+        let slots: Vec<usize> = (0..ctx)
+            .map(|p| table[p / bs] as usize * bs + p % bs)
+            .collect();
         let mut ck = vec![f32::NAN; 6 * bs * row];
         let mut cv = vec![f32::NAN; 6 * bs * row];
         write_kv(&mut ck, &mut cv, &slots, &k, &v);
-        let view = KvLayerView { k: &ck, v: &cv, block_size: bs };
-        let seq = SeqAttention { q_start: 0, q_len: new, context_len: ctx, block_table: &table };
+        let view = KvLayerView {
+            k: &ck,
+            v: &cv,
+            block_size: bs,
+        };
+        let seq = SeqAttention {
+            q_start: 0,
+            q_len: new,
+            context_len: ctx,
+            block_table: &table,
+        };
         let mut out = vec![f32::NAN; q.len()];
         paged_attention(&q, &view, &[seq], shape, &mut out);
         let want = dense(&q, &k, &v, shape, ctx - new);

@@ -1,8 +1,22 @@
 //! `y = x · Wᵀ` for every weight format, parallel across weight rows.
+//!
+//! Two strategies, both on the SIMD kernels of [`Kernels::get`]:
+//! - few input rows (decode): one row dot per (weight row, input row), each
+//!   weight row read once from memory while it meets every input row. This is
+//!   bandwidth bound; tasks are sized by bytes so small matrices are not
+//!   drowned in scheduling and large ones balance across threads.
+//! - many input rows (prefill): each task dequantizes a group of weight rows
+//!   to f32 once (f32 weights are used in place) and runs a register-tiled
+//!   block product over all input rows. Fast mode feeds it the 8-bit
+//!   activations dequantized, so it computes the same products as the
+//!   integer dots up to float rounding.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::quant::{self, BlockQ8, QK};
+use super::quant::{BlockQ8, QK};
+use super::simd::Kernels;
 use super::weight::{WeightDType, WeightMatrix};
 
 /// How activations meet quantized weights.
@@ -16,31 +30,109 @@ pub enum ActivationMode {
     Fast,
 }
 
-/// Rows of W handled by one parallel task: enough work to amortize scheduling.
-const ROWS_PER_TASK: usize = 32;
+/// Weight bytes one decode task should cover at least: below this, waking a
+/// thread costs more than the rows take to stream.
+const MIN_TASK_BYTES: usize = 32 * 1024;
+/// Decode tasks per thread when a matrix is large (load balance vs overhead).
+const TASKS_PER_THREAD: usize = 8;
+/// Most weight rows one prefill task dequantizes and keeps hot.
+const GEMM_MAX_ROWS_PER_TASK: usize = 64;
+/// Input rows per prefill pass over a task's weight rows.
+const GEMM_ROW_BLOCK: usize = 64;
 
 /// Computes `out[m, n] = x[m, k] · W[n, k]ᵀ`.
 ///
 /// # Panics
 /// If `x.len() != m * w.cols` or `out.len() != m * w.rows` (callers own shapes).
 pub fn matmul(x: &[f32], m: usize, w: &WeightMatrix<'_>, out: &mut [f32], mode: ActivationMode) {
+    matmul_with(Kernels::get(), x, m, w, out, mode);
+}
+
+/// [`matmul`] on a given kernel table (tests and benchmarks compare them).
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_with(
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    w: &WeightMatrix<'_>,
+    out: &mut [f32],
+    mode: ActivationMode,
+) {
     let (n, k) = (w.rows, w.cols);
     assert_eq!(x.len(), m * k, "matmul: x is not [m, k]");
     assert_eq!(out.len(), m * n, "matmul: out is not [m, n]");
     if m == 0 || n == 0 {
         return;
     }
-    if mode == ActivationMode::Fast && w.dtype.is_quantized() {
-        let mut xq = vec![BlockQ8::default(); m * k / QK];
-        for (xr, qr) in x.chunks_exact(k).zip(xq.chunks_exact_mut(k / QK)) {
-            quant::quantize_q8(xr, qr);
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let fast = mode == ActivationMode::Fast && w.dtype.is_quantized();
+    if m >= gemm_min_rows(w.dtype, fast) {
+        let xq;
+        let x = if fast {
+            xq = quantize_dequantize(kern, x, m, k);
+            &xq[..]
+        } else {
+            x
+        };
+        gemm(kern, x, m, w, out);
+        return;
+    }
+    if let (true, Some(dot)) = (fast, kern.q8_dot(w.dtype)) {
+        let kb = k / QK;
+        let mut xq = vec![BlockQ8::default(); m * kb];
+        for (xr, qr) in x.chunks_exact(k).zip(xq.chunks_exact_mut(kb)) {
+            (kern.quantize_q8)(xr, qr);
         }
-        let dot = q8_dot_for(w.dtype);
-        run_rows(m, w, out, |row, r| dot(row, &xq[r * (k / QK)..(r + 1) * (k / QK)]));
+        run_rows(m, w, out, |row, r| dot(row, &xq[r * kb..(r + 1) * kb]));
     } else {
-        let dot = f32_dot_for(w.dtype);
+        let dot = kern.f32_dot(w.dtype);
         run_rows(m, w, out, |row, r| dot(row, &x[r * k..(r + 1) * k]));
     }
+}
+
+/// Input rows from which the block product beats row dots. Row dots read
+/// each weight row once and reuse it from L1 for every input row, so they
+/// win while the per-row dequantization they repeat is cheaper than the
+/// block product's one-off dequantization of the weights to f32.
+fn gemm_min_rows(dtype: WeightDType, fast: bool) -> usize {
+    match (dtype, fast) {
+        (WeightDType::F32, _) => 2,
+        (_, false) => 2,
+        (_, true) => 4,
+    }
+}
+
+/// `x` through 8-bit block quantization and back: what the integer dots see.
+fn quantize_dequantize(kern: &Kernels, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let kb = k / QK;
+    let mut q = vec![BlockQ8::default(); kb];
+    let mut out = vec![0f32; m * k];
+    for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        (kern.quantize_q8)(xr, &mut q);
+        for (b, o) in q.iter().zip(or.chunks_exact_mut(QK)) {
+            for (o, &v) in o.iter_mut().zip(&b.qs) {
+                *o = b.d * f32::from(v);
+            }
+        }
+    }
+    out
+}
+
+/// Weight rows per decode task for a matrix of `n` rows of `row_bytes`.
+fn decode_rows_per_task(n: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let total = n * row_bytes.max(1);
+    let mut tasks = (total / MIN_TASK_BYTES).clamp(1, threads * TASKS_PER_THREAD);
+    if tasks > 1 {
+        // Whole rounds of tasks keep every thread busy to the end.
+        tasks = tasks.div_ceil(threads) * threads;
+    }
+    n.div_ceil(tasks).max(1)
 }
 
 /// Drives `dot(weight_row, input_row_index)` over all (n, m) pairs in parallel.
@@ -49,29 +141,26 @@ where
     F: Fn(&[u8], usize) -> f32 + Sync,
 {
     let n = w.rows;
+    let rpt = decode_rows_per_task(n, w.row_bytes() * m);
     if m == 1 {
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, o)| {
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = dot(w.row(c * ROWS_PER_TASK + i), 0);
-                }
-            });
+        out.par_chunks_mut(rpt).enumerate().for_each(|(c, o)| {
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = dot(w.row(c * rpt + i), 0);
+            }
+        });
         return;
     }
     // Weight-row-major scratch [n, m]: each task owns whole weight rows, which
     // stay in cache while every input row meets them; transposed after.
     let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(ROWS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(c, tc)| {
-            for (i, tr) in tc.chunks_exact_mut(m).enumerate() {
-                let row = w.row(c * ROWS_PER_TASK + i);
-                for (r, o) in tr.iter_mut().enumerate() {
-                    *o = dot(row, r);
-                }
+    t.par_chunks_mut(rpt * m).enumerate().for_each(|(c, tc)| {
+        for (i, tr) in tc.chunks_exact_mut(m).enumerate() {
+            let row = w.row(c * rpt + i);
+            for (r, o) in tr.iter_mut().enumerate() {
+                *o = dot(row, r);
             }
-        });
+        }
+    });
     for (j, tr) in t.chunks_exact(m).enumerate() {
         for (r, &v) in tr.iter().enumerate() {
             out[r * n + j] = v;
@@ -79,27 +168,95 @@ where
     }
 }
 
-type F32Dot = fn(&[u8], &[f32]) -> f32;
-type Q8Dot = fn(&[u8], &[BlockQ8]) -> f32;
+/// Rows of `out` written by several tasks at once, each owning a disjoint
+/// range of columns.
+struct ColumnShared {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+}
 
-fn f32_dot_for(dtype: WeightDType) -> F32Dot {
-    match dtype {
-        WeightDType::F32 => dot_f32_f32,
-        WeightDType::F16 => dot_f32_f16,
-        WeightDType::BF16 => dot_f32_bf16,
-        WeightDType::Q8_0 => quant::dot_f32_q8_0,
-        WeightDType::Q4_0 => quant::dot_f32_q4_0,
-        WeightDType::Q4_1 => quant::dot_f32_q4_1,
+// SAFETY: `ColumnShared` only hands out writes through `write`, whose callers
+// guarantee disjoint column ranges; the pointee outlives every task because
+// the parallel loop using it finishes before `gemm` returns.
+unsafe impl Sync for ColumnShared {}
+
+impl ColumnShared {
+    /// Writes `vals` to row `r`, columns `j0..j0 + vals.len()`.
+    ///
+    /// # Safety
+    /// No other thread may access those elements during the call.
+    unsafe fn write(&self, r: usize, j0: usize, vals: &[f32]) {
+        assert!(
+            r < self.rows && j0 + vals.len() <= self.cols,
+            "ColumnShared: out of range"
+        );
+        // SAFETY: in bounds by the assert; exclusive by the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                vals.as_ptr(),
+                self.ptr.add(r * self.cols + j0),
+                vals.len(),
+            );
+        }
     }
 }
 
-fn q8_dot_for(dtype: WeightDType) -> Q8Dot {
-    match dtype {
-        WeightDType::Q8_0 => quant::dot_q8_q8_0,
-        WeightDType::Q4_0 => quant::dot_q8_q4_0,
-        // Plain float formats never reach here (checked by the caller).
-        _ => quant::dot_q8_q4_1,
-    }
+thread_local! {
+    /// Per-thread scratch for prefill tasks: dequantized weights, then a tile.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Block product over tasks of whole weight-row groups.
+fn gemm(kern: &Kernels, x: &[f32], m: usize, w: &WeightMatrix<'_>, out: &mut [f32]) {
+    let (n, k) = (w.rows, w.cols);
+    let nr = kern.gemm_nr.max(1);
+    let threads = rayon::current_num_threads().max(1);
+    let rpt = n
+        .div_ceil(threads * 4)
+        .next_multiple_of(nr)
+        .clamp(nr, GEMM_MAX_ROWS_PER_TASK.next_multiple_of(nr));
+    let dequant = kern.dequant(w.dtype);
+    let shared = ColumnShared {
+        ptr: out.as_mut_ptr(),
+        rows: m,
+        cols: n,
+    };
+    let shared = &shared;
+    (0..n.div_ceil(rpt)).into_par_iter().for_each(|t| {
+        let j0 = t * rpt;
+        let cols = rpt.min(n - j0);
+        let task = |deq: &mut Vec<f32>, tile: &mut Vec<f32>| {
+            let rows: Vec<&[u8]> = match dequant {
+                Some(dq) => {
+                    deq.resize(cols * k, 0.0);
+                    for (i, d) in deq.chunks_exact_mut(k).enumerate() {
+                        dq(w.row(j0 + i), d);
+                    }
+                    deq.chunks_exact(k).map(bytemuck::cast_slice).collect()
+                }
+                None => (j0..j0 + cols).map(|j| w.row(j)).collect(),
+            };
+            tile.resize(GEMM_ROW_BLOCK.min(m) * cols, 0.0);
+            for r0 in (0..m).step_by(GEMM_ROW_BLOCK) {
+                let mr = GEMM_ROW_BLOCK.min(m - r0);
+                let tile = &mut tile[..mr * cols];
+                (kern.gemm_rows)(&x[r0 * k..(r0 + mr) * k], k, &rows, tile);
+                for (r, vals) in tile.chunks_exact(cols).enumerate() {
+                    // SAFETY: this task alone owns columns j0..j0 + cols.
+                    unsafe { shared.write(r0 + r, j0, vals) };
+                }
+            }
+        };
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                let (deq, tile) = &mut *s;
+                task(deq, tile);
+            }
+            // Re-entered on this thread (cannot happen today): use fresh buffers.
+            Err(_) => task(&mut Vec::new(), &mut Vec::new()),
+        });
+    });
 }
 
 /// f32 row (little-endian bytes) · f32 activations.
@@ -131,6 +288,10 @@ pub fn dot_f32_bf16(row: &[u8], x: &[f32]) -> f32 {
 
 /// Plain f32 dot with several accumulators so the compiler vectorizes it.
 pub fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
+    // Both to the shorter length first: chunking unequal slices separately
+    // would pair a remainder with the wrong elements.
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 16];
     let mut ca = a.chunks_exact(16);
     let mut cb = b.chunks_exact(16);
@@ -139,7 +300,12 @@ pub fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += x[i] * y[i];
         }
     }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -147,6 +313,7 @@ pub fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::cpu::quant::{quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
+    use crate::cpu::simd::Kernels;
     use rand::{Rng, SeedableRng};
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -189,6 +356,98 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn every_kernel_table_matches_the_reference_across_strategies() {
+        // Shapes around the decode/prefill switch, the register tiles, the
+        // 64-row input blocks and ragged weight-row groups.
+        let mut seed = 100;
+        for &(n, k) in &[(37, 96), (130, 64), (5, 576)] {
+            let w = random(n * k, seed);
+            seed += 1;
+            for dtype in [
+                WeightDType::F32,
+                WeightDType::F16,
+                WeightDType::BF16,
+                WeightDType::Q8_0,
+                WeightDType::Q4_0,
+                WeightDType::Q4_1,
+            ] {
+                let bytes = encode(dtype, &w, k);
+                // An odd address: f32 rows must not need alignment.
+                let mut buf = vec![0u8; bytes.len() + 1];
+                buf[1..].copy_from_slice(&bytes);
+                let wm = WeightMatrix::new(dtype, n, k, &buf[1..]).unwrap();
+                for m in [1, 2, 3, 4, 5, 7, 13, 64, 70] {
+                    let x = random(m * k, seed);
+                    seed += 1;
+                    let want = reference(&x, m, &wm);
+                    for kern in Kernels::available() {
+                        for mode in [ActivationMode::Exact, ActivationMode::Fast] {
+                            let mut got = vec![f32::NAN; m * n];
+                            matmul_with(kern, &x, m, &wm, &mut got, mode);
+                            let tol = if mode == ActivationMode::Fast && dtype.is_quantized() {
+                                0.15
+                            } else {
+                                2e-3
+                            };
+                            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                                assert!(
+                                    (a - b).abs() <= tol,
+                                    "{} {dtype:?} {mode:?} n={n} k={k} m={m} [{i}]: {a} vs {b}",
+                                    kern.isa
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_mode_prefill_equals_fast_mode_decode() {
+        // The block product on dequantized 8-bit activations computes what the
+        // integer row dots compute, up to float rounding.
+        let (n, k) = (40, 256);
+        let w = random(n * k, 200);
+        for dtype in [WeightDType::Q8_0, WeightDType::Q4_0, WeightDType::Q4_1] {
+            let bytes = encode(dtype, &w, k);
+            let wm = WeightMatrix::new(dtype, n, k, &bytes).unwrap();
+            let m = 9;
+            let x = random(m * k, 201);
+            for kern in Kernels::available() {
+                let mut batch = vec![0f32; m * n];
+                matmul_with(kern, &x, m, &wm, &mut batch, ActivationMode::Fast);
+                for r in 0..m {
+                    let mut one = vec![0f32; n];
+                    matmul_with(
+                        kern,
+                        &x[r * k..(r + 1) * k],
+                        1,
+                        &wm,
+                        &mut one,
+                        ActivationMode::Fast,
+                    );
+                    for (a, b) in one.iter().zip(&batch[r * n..(r + 1) * n]) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                            "{} {dtype:?}: {a} vs {b}",
+                            kern.isa
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_gives_zeros() {
+        let wm = WeightMatrix::new(WeightDType::F32, 3, 0, &[]).unwrap();
+        let mut out = vec![f32::NAN; 6];
+        matmul(&[], 2, &wm, &mut out, ActivationMode::Exact);
+        assert_eq!(out, vec![0.0; 6]);
     }
 
     #[test]

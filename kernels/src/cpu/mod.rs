@@ -6,6 +6,7 @@ pub mod matmul;
 pub mod norm;
 pub mod quant;
 pub mod rope;
+pub mod simd;
 pub mod weight;
 
 pub use activation::{silu_mul_inplace, softmax_inplace};
@@ -13,4 +14,5 @@ pub use attention::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
 pub use matmul::{matmul, ActivationMode};
 pub use norm::rms_norm;
 pub use rope::{apply_rope, RopeStyle, RopeTable};
+pub use simd::{Isa, Kernels};
 pub use weight::{WeightDType, WeightError, WeightMatrix};

@@ -182,7 +182,10 @@ pub fn quantize_row_q8_0(x: &[f32]) -> Vec<u8> {
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend(xb.iter().map(|v| ((v * id).round() as i32).clamp(-127, 127) as i8 as u8));
+        out.extend(
+            xb.iter()
+                .map(|v| ((v * id).round() as i32).clamp(-127, 127) as i8 as u8),
+        );
     }
     out
 }
@@ -238,10 +241,15 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    type Quantize = fn(&[f32]) -> Vec<u8>;
+    type Dequantize = fn(&[u8], &mut [f32]);
+    type ExactDot = fn(&[u8], &[f32]) -> f32;
+    type FastDot = fn(&[u8], &[BlockQ8]) -> f32;
+
     #[test]
     fn quantize_then_dequantize_is_close_for_every_format() {
         let x = random(256, 1);
-        let cases: [(fn(&[f32]) -> Vec<u8>, fn(&[u8], &mut [f32]), f32); 3] = [
+        let cases: [(Quantize, Dequantize, f32); 3] = [
             (quantize_row_q8_0, dequantize_q8_0, 0.01),
             // Q4_0 is asymmetric: the positive end can be a whole step (2/16) short.
             (quantize_row_q4_0, dequantize_q4_0, 0.13),
@@ -260,7 +268,7 @@ mod tests {
     fn exact_dots_equal_dequantized_dots() {
         let w = random(512, 2);
         let x = random(512, 3);
-        let cases: [(Vec<u8>, fn(&[u8], &mut [f32]), fn(&[u8], &[f32]) -> f32); 3] = [
+        let cases: [(Vec<u8>, Dequantize, ExactDot); 3] = [
             (quantize_row_q8_0(&w), dequantize_q8_0, dot_f32_q8_0),
             (quantize_row_q4_0(&w), dequantize_q4_0, dot_f32_q4_0),
             (quantize_row_q4_1(&w), dequantize_q4_1, dot_f32_q4_1),
@@ -270,7 +278,10 @@ mod tests {
             dq(&row, &mut deq);
             let want = dot(&deq, &x);
             let got = dotf(&row, &x);
-            assert!((want - got).abs() < 1e-3 * want.abs().max(1.0), "{want} vs {got}");
+            assert!(
+                (want - got).abs() < 1e-3 * want.abs().max(1.0),
+                "{want} vs {got}"
+            );
         }
     }
 
@@ -280,7 +291,7 @@ mod tests {
         let x = random(1024, 5);
         let mut xq = vec![BlockQ8::default(); x.len() / QK];
         quantize_q8(&x, &mut xq);
-        let cases: [(Vec<u8>, fn(&[u8], &[f32]) -> f32, fn(&[u8], &[BlockQ8]) -> f32); 3] = [
+        let cases: [(Vec<u8>, ExactDot, FastDot); 3] = [
             (quantize_row_q8_0(&w), dot_f32_q8_0, dot_q8_q8_0),
             (quantize_row_q4_0(&w), dot_f32_q4_0, dot_q8_q4_0),
             (quantize_row_q4_1(&w), dot_f32_q4_1, dot_q8_q4_1),

@@ -21,7 +21,13 @@ pub struct RopeTable {
 
 /// Rotates `x` (`[tokens, heads, head_dim]`) in place; token `t` sits at
 /// `positions[t]`. Only the first `2 * inv_freq.len()` dims of each head rotate.
-pub fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, positions: &[u32], table: &RopeTable) {
+pub fn apply_rope(
+    x: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+    positions: &[u32],
+    table: &RopeTable,
+) {
     let half = table.inv_freq.len();
     let mut cos = vec![0f32; half];
     let mut sin = vec![0f32; half];
@@ -68,8 +74,16 @@ mod tests {
     #[test]
     fn interleaved_equals_half_on_permuted_dims() {
         let inv_freq = vec![0.5, 0.25];
-        let half = RopeTable { inv_freq: inv_freq.clone(), style: RopeStyle::Half, attention_factor: 1.0 };
-        let inter = RopeTable { inv_freq, style: RopeStyle::Interleaved, attention_factor: 1.0 };
+        let half = RopeTable {
+            inv_freq: inv_freq.clone(),
+            style: RopeStyle::Half,
+            attention_factor: 1.0,
+        };
+        let inter = RopeTable {
+            inv_freq,
+            style: RopeStyle::Interleaved,
+            attention_factor: 1.0,
+        };
         let x = [0.3f32, -1.2, 2.0, 0.7];
         // Half pairs (0,2),(1,3); interleaved layout of the same pairs is [0,2,1,3].
         let mut a = x;

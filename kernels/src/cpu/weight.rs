@@ -40,7 +40,8 @@ impl WeightDType {
     /// number of blocks.
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
         let be = self.block_elems();
-        (cols % be == 0).then(|| cols / be * self.block_bytes())
+        cols.is_multiple_of(be)
+            .then(|| cols / be * self.block_bytes())
     }
 
     /// Whether the format is block-quantized.

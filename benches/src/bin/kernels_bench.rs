@@ -1,0 +1,366 @@
+//! Micro-benchmark of the CPU matmul at SmolLM2-135M's shapes, next to the
+//! machine's DRAM read bandwidth.
+//!
+//! `cargo run --release -p factory-benches --bin kernels_bench [-- --quick]`
+//!
+//! m=1 (decode) rotates through enough copies of each weight matrix to spill
+//! every cache level ("cold", as in a real forward pass where the whole model
+//! streams from DRAM once per token), and also reruns one copy ("hot").
+//! m=64 (prefill) is compute bound and reuses one copy.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use factory_kernels::cpu::quant::{
+    quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0, BlockQ8, QK,
+};
+use factory_kernels::cpu::{matmul, ActivationMode, Kernels, WeightDType, WeightMatrix};
+
+/// SmolLM2-135M: hidden 576, intermediate 1536, kv dim 192 (3 heads × 64), vocab 49152.
+const SHAPES: [(&str, usize, usize); 5] = [
+    ("q/o 576x576", 576, 576),
+    ("k/v 192x576", 192, 576),
+    ("gate/up 1536x576", 1536, 576),
+    ("down 576x1536", 576, 1536),
+    ("lm_head 49152x576", 49152, 576),
+];
+
+/// Bytes the cold runs rotate through: well past any last-level cache.
+const COLD_BYTES: usize = 1 << 30;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        // xorshift64*, mapped to [-1, 1).
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+        v as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next_f32()).collect()
+    }
+}
+
+fn encode(dtype: WeightDType, w: &[f32], k: usize) -> Vec<u8> {
+    let rows = w.chunks_exact(k);
+    match dtype {
+        WeightDType::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        WeightDType::F16 => w
+            .iter()
+            .flat_map(|v| f32_to_f16_bits(*v).to_le_bytes())
+            .collect(),
+        WeightDType::BF16 => w
+            .iter()
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
+        WeightDType::Q8_0 => rows.flat_map(quantize_row_q8_0).collect(),
+        WeightDType::Q4_0 => rows.flat_map(quantize_row_q4_0).collect(),
+        WeightDType::Q4_1 => rows.flat_map(quantize_row_q4_1).collect(),
+    }
+}
+
+/// Good enough f16 for values in [-1, 1) (timing data only).
+fn f32_to_f16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        return sign;
+    }
+    sign | ((exp as u16) << 10) | ((b >> 13) & 0x3ff) as u16
+}
+
+/// Runs `f` until at least `min` has passed (after a warm-up), `reps` times;
+/// returns the best mean time per call.
+fn time_it(reps: usize, min: Duration, mut f: impl FnMut()) -> Duration {
+    for _ in 0..3 {
+        f();
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut n = 0u32;
+        while n == 0 || t.elapsed() < min {
+            f();
+            n += 1;
+        }
+        best = best.min(t.elapsed() / n);
+    }
+    best
+}
+
+/// This thread's CPU time: immune to time-slicing by other processes.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Like `time_it`, on this thread's CPU clock (single-threaded work only).
+fn cpu_time_it(reps: usize, min: Duration, mut f: impl FnMut()) -> Duration {
+    for _ in 0..3 {
+        f();
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = thread_cpu_time();
+        let mut n = 0u32;
+        while n == 0 || thread_cpu_time() - t < min {
+            f();
+            n += 1;
+        }
+        best = best.min((thread_cpu_time() - t) / n);
+    }
+    best
+}
+
+/// Sums a 1 GiB buffer on two threads: the DRAM read ceiling.
+fn dram_read_gbs() -> f64 {
+    let words = COLD_BYTES / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(2);
+    let run = || {
+        let chunk = buf.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        // Eight independent lanes so the adds vectorize and pipeline.
+                        let mut acc = [0u64; 8];
+                        for w in c.chunks_exact(8) {
+                            for i in 0..8 {
+                                acc[i] = acc[i].wrapping_add(w[i]);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        })
+    };
+    let t = time_it(5, Duration::from_millis(1), || {
+        black_box(run());
+    });
+    COLD_BYTES as f64 / t.as_secs_f64() / 1e9
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 2 } else { 5 };
+    let min = Duration::from_millis(if quick { 30 } else { 100 });
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let isa = factory_kernels_isa();
+    println!("kernels_bench: {threads} threads, kernels: {isa}");
+
+    if std::env::args().any(|a| a == "--kernels") {
+        kernel_table(reps, min);
+        return;
+    }
+    let dram = dram_read_gbs();
+    println!("DRAM read (1 GiB sum, 2 threads): {dram:.1} GB/s\n");
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut arena = vec![0u8; COLD_BYTES];
+    let dtypes = [
+        WeightDType::F32,
+        WeightDType::F16,
+        WeightDType::BF16,
+        WeightDType::Q8_0,
+        WeightDType::Q4_0,
+        WeightDType::Q4_1,
+    ];
+    println!(
+        "{:<18} {:<5} {:<5} | {:>9} {:>7} {:>6} | {:>9} {:>7} | {:>9} {:>8}",
+        "shape", "dtype", "mode", "m=1 cold", "GB/s", "%DRAM", "m=1 hot", "GB/s", "m=64", "GFLOP/s"
+    );
+    println!("{}", "-".repeat(104));
+    for &(name, n, k) in &SHAPES {
+        let w = rng.vec(n * k);
+        let x1 = rng.vec(k);
+        let x64 = rng.vec(64 * k);
+        for dtype in dtypes {
+            let bytes = encode(dtype, &w, k);
+            let size = bytes.len();
+            let copies = (COLD_BYTES / size).max(1);
+            for c in arena.chunks_exact_mut(size).take(copies) {
+                c.copy_from_slice(&bytes);
+            }
+            let modes: &[ActivationMode] = if dtype.is_quantized() {
+                &[ActivationMode::Exact, ActivationMode::Fast]
+            } else {
+                &[ActivationMode::Exact]
+            };
+            for &mode in modes {
+                let mat = |i: usize| WeightMatrix::new(dtype, n, k, &arena[i * size..][..size]);
+                let Ok(hot) = mat(0) else {
+                    eprintln!("bad matrix {name} {dtype:?}");
+                    continue;
+                };
+                let mut out1 = vec![0f32; n];
+                let mut i = 0;
+                let cold = time_it(reps, min, || {
+                    i = (i + 1) % copies;
+                    if let Ok(m) = mat(i) {
+                        matmul(&x1, 1, &m, &mut out1, mode);
+                    }
+                    black_box(&out1);
+                });
+                let hot1 = time_it(reps, min, || {
+                    matmul(&x1, 1, &hot, &mut out1, mode);
+                    black_box(&out1);
+                });
+                let mut out64 = vec![0f32; 64 * n];
+                let t64 = time_it(reps, min, || {
+                    matmul(&x64, 64, &hot, &mut out64, mode);
+                    black_box(&out64);
+                });
+                let gbs = |t: Duration| size as f64 / t.as_secs_f64() / 1e9;
+                let gflops = 2.0 * 64.0 * n as f64 * k as f64 / t64.as_secs_f64() / 1e9;
+                println!(
+                    "{:<18} {:<5} {:<5} | {:>7.1}us {:>7.1} {:>5.0}% | {:>7.1}us {:>7.1} | {:>7.1}us {:>8.1}",
+                    name,
+                    format!("{dtype:?}"),
+                    format!("{mode:?}"),
+                    us(cold),
+                    gbs(cold),
+                    gbs(cold) / dram * 100.0,
+                    us(hot1),
+                    gbs(hot1),
+                    us(t64),
+                    gflops
+                );
+            }
+        }
+    }
+}
+
+/// Which kernel set the library picked.
+fn factory_kernels_isa() -> String {
+    factory_kernels::cpu::Kernels::get().isa.to_string()
+}
+
+/// Single-thread, in-cache throughput of each row kernel for every
+/// instruction set this CPU runs: the compute ceiling per core.
+fn kernel_table(reps: usize, min: Duration) {
+    let (rows, k) = (128, 1024);
+    let mut rng = Rng(7);
+    let w = rng.vec(rows * k);
+    let x = rng.vec(k);
+    let mut xq = vec![BlockQ8::default(); k / QK];
+    if let Some(s) = Kernels::for_isa(factory_kernels::cpu::Isa::Scalar) {
+        (s.quantize_q8)(&x, &mut xq);
+    }
+    let tables: Vec<&Kernels> = Kernels::available().collect();
+    print!("{:<12}", "kernel");
+    for t in &tables {
+        print!(" {:>16}", format!("{} GB/s", t.isa));
+    }
+    println!("   (one thread, CPU time, weights in L2: {rows} rows x {k})");
+    let dtypes = [
+        WeightDType::F32,
+        WeightDType::F16,
+        WeightDType::BF16,
+        WeightDType::Q8_0,
+        WeightDType::Q4_0,
+        WeightDType::Q4_1,
+    ];
+    for dtype in dtypes {
+        let bytes = encode(dtype, &w, k);
+        let rb = bytes.len() / rows;
+        for fast in [false, true] {
+            if fast && !dtype.is_quantized() {
+                continue;
+            }
+            print!(
+                "{:<12}",
+                format!("{dtype:?}{}", if fast { " fast" } else { "" })
+            );
+            for t in &tables {
+                let el = cpu_time_it(reps, min, || {
+                    let mut s = 0f32;
+                    for r in bytes.chunks_exact(rb) {
+                        s += match (fast, t.q8_dot(dtype)) {
+                            (true, Some(d)) => d(r, &xq),
+                            _ => (t.f32_dot(dtype))(r, &x),
+                        };
+                    }
+                    black_box(s);
+                });
+                print!(" {:>16.1}", bytes.len() as f64 / el.as_secs_f64() / 1e9);
+            }
+            println!();
+        }
+    }
+    // Activation quantization and dequantization, in GB/s of f32 touched.
+    let xs = rng.vec(rows * k);
+    let mut q = vec![BlockQ8::default(); rows * k / QK];
+    print!("{:<12}", "quantize_q8");
+    for t in &tables {
+        let el = cpu_time_it(reps, min, || {
+            (t.quantize_q8)(&xs, &mut q);
+            black_box(&q);
+        });
+        print!(" {:>16.1}", (rows * k * 4) as f64 / el.as_secs_f64() / 1e9);
+    }
+    println!();
+    let mut out = vec![0f32; rows * k];
+    for dtype in [WeightDType::BF16, WeightDType::Q8_0, WeightDType::Q4_1] {
+        let bytes = encode(dtype, &w, k);
+        print!("{:<12}", format!("deq {dtype:?}"));
+        for t in &tables {
+            let Some(dq) = t.dequant(dtype) else { continue };
+            let rb = bytes.len() / rows;
+            let el = cpu_time_it(reps, min, || {
+                for (r, o) in bytes.chunks_exact(rb).zip(out.chunks_exact_mut(k)) {
+                    dq(r, o);
+                }
+                black_box(&out);
+            });
+            print!(" {:>16.1}", (rows * k * 4) as f64 / el.as_secs_f64() / 1e9);
+        }
+        println!();
+    }
+    // The prefill block product, 64 input rows x 64 f32 weight rows.
+    let (m, c) = (64, 64);
+    let xm = rng.vec(m * k);
+    let wb: Vec<u8> = rng
+        .vec(c * k)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let wr: Vec<&[u8]> = wb.chunks_exact(4 * k).collect();
+    let mut o = vec![0f32; m * c];
+    print!("{:<12}", "gemm GFLOP/s");
+    for t in &tables {
+        let el = cpu_time_it(reps, min, || {
+            (t.gemm_rows)(&xm, k, &wr, &mut o);
+            black_box(&o);
+        });
+        print!(
+            " {:>16.1}",
+            2.0 * (m * c * k) as f64 / el.as_secs_f64() / 1e9
+        );
+    }
+    println!();
+}
