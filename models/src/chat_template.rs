@@ -772,7 +772,8 @@ mod tests {
         let out = t.render(&[msg], false, None).unwrap();
         assert_eq!(
             out,
-            "{\"content\": \"a\\\"<b>\\n\", \"n\": [1, 2.5, null, true], \"role\": \"user\"}|{\n  \"content\": \"a\\\"<b>\\n\",\n  \"n\": [\n    1,\n    2.5,\n    null,\n    true\n  ],\n  \"role\": \"user\"\n}|\"\\u00e9<\"|{\"content\":\"a\\\"<b>\\n\",\"n\":[1,2.5,null,true],\"role\":\"user\"}"
+            // Python's json.dumps keeps a dict's insertion order unless sort_keys.
+            "{\"role\": \"user\", \"content\": \"a\\\"<b>\\n\", \"n\": [1, 2.5, null, true]}|{\n  \"role\": \"user\",\n  \"content\": \"a\\\"<b>\\n\",\n  \"n\": [\n    1,\n    2.5,\n    null,\n    true\n  ]\n}|\"\\u00e9<\"|{\"content\":\"a\\\"<b>\\n\",\"n\":[1,2.5,null,true],\"role\":\"user\"}"
         );
     }
 

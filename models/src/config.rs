@@ -106,6 +106,9 @@ struct HfConfig {
     bos_token_id: Option<OneOrMany>,
     eos_token_id: Option<OneOrMany>,
     hidden_act: Option<String>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
 }
 
 impl ModelConfig {
@@ -149,6 +152,12 @@ impl ModelConfig {
                 what: format!("hidden_act `{act}` is not supported (only silu)"),
             });
         }
+        if raw.mlp_bias == Some(true) {
+            return Err(ConfigError::Invalid {
+                source_name: src.to_string(),
+                what: "mlp_bias = true is not supported".into(),
+            });
+        }
         let hidden = raw.hidden_size.ok_or_else(|| missing("hidden_size"))?;
         let heads = raw
             .num_attention_heads
@@ -178,6 +187,18 @@ impl ModelConfig {
             Some(OneOrMany::Many(v)) => v.first().copied(),
             None => None,
         };
+        let mut max_position_embeddings = raw.max_position_embeddings.unwrap_or(4096);
+        // Attention here is always full: a sliding window (Mistral v0.1) is
+        // honoured by never letting the context outgrow it. Qwen2 configs carry
+        // a window that is off unless `use_sliding_window` says so.
+        let window_on = family == Family::Mistral || raw.use_sliding_window == Some(true);
+        if let Some(w) = raw
+            .sliding_window
+            .filter(|&w| window_on && w < max_position_embeddings)
+        {
+            tracing::warn!("{src}: sliding_window {w}: context limited to {w} tokens");
+            max_position_embeddings = w;
+        }
         let cfg = Self {
             family,
             vocab_size: raw.vocab_size.ok_or_else(|| missing("vocab_size"))?,
@@ -192,12 +213,12 @@ impl ModelConfig {
             num_kv_heads: raw.num_key_value_heads.unwrap_or(heads),
             head_dim: raw
                 .head_dim
-                .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+                .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
             rope_theta: rope_theta as f32,
             rope_scaling,
             rope_style: RopeStyle::Half,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            max_position_embeddings,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             attention_bias: raw.attention_bias.unwrap_or(family == Family::Qwen2),
             qk_norm: family == Family::Qwen3,
@@ -242,7 +263,7 @@ impl ModelConfig {
         let hidden = num("embedding_length")?;
         let heads = num("attention.head_count")?;
         let head_dim =
-            num("attention.key_length").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+            num("attention.key_length").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let vocab_size = num("vocab_size").or_else(|_| {
             md.get("tokenizer.ggml.tokens")
                 .and_then(GgufValue::as_array)
@@ -304,13 +325,13 @@ impl ModelConfig {
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.head_dim == 0 {
             return bad("attention heads and head_dim must be positive".into());
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_layers == 0 {
@@ -408,12 +429,14 @@ fn parse_hf_rope_scaling(
             high_freq_factor: f("high_freq_factor")?,
             original_max_position_embeddings: f("original_max_position_embeddings")?,
         }),
-        other => return Err(ConfigError::Invalid {
-            source_name: src.to_string(),
-            what: format!(
+        other => {
+            return Err(ConfigError::Invalid {
+                source_name: src.to_string(),
+                what: format!(
                 "rope_scaling type `{other}` is not supported (supported: default, linear, llama3)"
             ),
-        }),
+            })
+        }
     })
 }
 
@@ -442,6 +465,25 @@ mod tests {
     fn missing_field_names_the_key() {
         let e = parse(r#"{"model_type": "llama", "vocab_size": 10}"#).unwrap_err();
         assert!(e.to_string().contains("`hidden_size`"), "{e}");
+    }
+
+    #[test]
+    fn sliding_window_caps_the_context_and_mlp_bias_is_refused() {
+        let c = parse(&format!(
+            r#"{{"model_type": "mistral", "sliding_window": 4096, "max_position_embeddings": 32768, {BASE}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.max_position_embeddings, 4096);
+        let c = parse(&format!(
+            r#"{{"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": false, "max_position_embeddings": 32768, {BASE}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.max_position_embeddings, 32768);
+        let e = parse(&format!(
+            r#"{{"model_type": "llama", "mlp_bias": true, {BASE}}}"#
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("mlp_bias"), "{e}");
     }
 
     #[test]
