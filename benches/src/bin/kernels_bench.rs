@@ -125,10 +125,13 @@ fn cpu_time_it(reps: usize, min: Duration, mut f: impl FnMut()) -> Duration {
     best
 }
 
-/// Sums a 1 GiB buffer on two threads: the DRAM read ceiling.
+/// Reads a 1 GiB buffer on two threads with the library's best SIMD dot
+/// (against a small vector of ones that stays in L1): the DRAM read ceiling.
 fn dram_read_gbs() -> f64 {
-    let words = COLD_BYTES / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
+    let floats = COLD_BYTES / 4;
+    let buf: Vec<f32> = (0..floats).map(|i| (i & 0xff) as f32).collect();
+    let ones = vec![1f32; 4096];
+    let dot = Kernels::get().dot_plain;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(2);
@@ -138,21 +141,11 @@ fn dram_read_gbs() -> f64 {
             let hs: Vec<_> = buf
                 .chunks(chunk)
                 .map(|c| {
-                    s.spawn(move || {
-                        // Eight independent lanes so the adds vectorize and pipeline.
-                        let mut acc = [0u64; 8];
-                        for w in c.chunks_exact(8) {
-                            for i in 0..8 {
-                                acc[i] = acc[i].wrapping_add(w[i]);
-                            }
-                        }
-                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-                    })
+                    let ones = &ones;
+                    s.spawn(move || c.chunks(ones.len()).map(|p| dot(p, ones)).sum::<f32>())
                 })
                 .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or(0))
-                .fold(0u64, u64::wrapping_add)
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum::<f32>()
         })
     };
     let t = time_it(5, Duration::from_millis(1), || {
@@ -177,8 +170,21 @@ fn main() {
         kernel_table(reps, min);
         return;
     }
+    if std::env::args().any(|a| a == "--overhead") {
+        overhead(reps, min);
+        return;
+    }
+    if std::env::args().any(|a| a == "--sweep") {
+        m_sweep(reps, min);
+        return;
+    }
+    #[cfg(feature = "compare-gemm")]
+    if std::env::args().any(|a| a == "--gemm") {
+        compare_gemm(reps, min);
+        return;
+    }
     let dram = dram_read_gbs();
-    println!("DRAM read (1 GiB sum, 2 threads): {dram:.1} GB/s\n");
+    println!("DRAM read (1 GiB, 2 threads, SIMD): {dram:.1} GB/s\n");
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut arena = vec![0u8; COLD_BYTES];
@@ -195,7 +201,17 @@ fn main() {
         "shape", "dtype", "mode", "m=1 cold", "GB/s", "%DRAM", "m=1 hot", "GB/s", "m=64", "GFLOP/s"
     );
     println!("{}", "-".repeat(104));
+    // `--shape SUBSTRING` limits the table to matching shapes.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--shape")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     for &(name, n, k) in &SHAPES {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         let w = rng.vec(n * k);
         let x1 = rng.vec(k);
         let x64 = rng.vec(64 * k);
@@ -363,4 +379,151 @@ fn kernel_table(reps: usize, min: Duration) {
         );
     }
     println!();
+}
+
+/// Time per call against the number of input rows, around the switch from
+/// row dots to the block product.
+fn m_sweep(reps: usize, min: Duration) {
+    let mut rng = Rng(11);
+    let ms = [1usize, 2, 3, 4, 6, 8, 16, 64];
+    print!("{:<18} {:<5} {:<5}", "shape", "dtype", "mode");
+    for m in ms {
+        print!(" {:>9}", format!("m={m}"));
+    }
+    println!("   (us per call; per input row in brackets is t/m)");
+    for &(name, n, k) in &SHAPES[..4] {
+        let w = rng.vec(n * k);
+        let x = rng.vec(64 * k);
+        for dtype in [
+            WeightDType::F32,
+            WeightDType::BF16,
+            WeightDType::Q8_0,
+            WeightDType::Q4_1,
+        ] {
+            let bytes = encode(dtype, &w, k);
+            let Ok(mat) = WeightMatrix::new(dtype, n, k, &bytes) else {
+                continue;
+            };
+            let modes: &[ActivationMode] = if dtype.is_quantized() {
+                &[ActivationMode::Exact, ActivationMode::Fast]
+            } else {
+                &[ActivationMode::Exact]
+            };
+            for &mode in modes {
+                print!(
+                    "{:<18} {:<5} {:<5}",
+                    name,
+                    format!("{dtype:?}"),
+                    format!("{mode:?}")
+                );
+                for m in ms {
+                    let mut out = vec![0f32; m * n];
+                    let t = time_it(reps, min, || {
+                        matmul(&x[..m * k], m, &mat, &mut out, mode);
+                        black_box(&out);
+                    });
+                    print!(" {:>9.1}", us(t));
+                }
+                println!();
+            }
+        }
+    }
+}
+
+/// Our f32 prefill product against the `gemm` crate on the same shapes.
+#[cfg(feature = "compare-gemm")]
+fn compare_gemm(reps: usize, min: Duration) {
+    let mut rng = Rng(13);
+    let threads = rayon::current_num_threads();
+    println!(
+        "{:<18} {:>5} | {:>12} {:>12}",
+        "shape (f32)", "m", "ours GFLOP/s", "gemm GFLOP/s"
+    );
+    for &(name, n, k) in &SHAPES {
+        let w = rng.vec(n * k);
+        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let Ok(mat) = WeightMatrix::new(WeightDType::F32, n, k, &bytes) else {
+            continue;
+        };
+        for m in [16usize, 64, 256] {
+            let x = rng.vec(m * k);
+            let mut out = vec![0f32; m * n];
+            let ours = time_it(reps, min, || {
+                matmul(&x, m, &mat, &mut out, ActivationMode::Exact);
+                black_box(&out);
+            });
+            let mut out2 = vec![0f32; m * n];
+            let theirs = time_it(reps, min, || {
+                // SAFETY: all pointers cover their m×k, n×k and m×n extents with
+                // the strides given; `out2` is exclusively borrowed.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        out2.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(threads),
+                    )
+                };
+                black_box(&out2);
+            });
+            let err = out
+                .iter()
+                .zip(&out2)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let gf = |t: Duration| 2.0 * (m * n * k) as f64 / t.as_secs_f64() / 1e9;
+            println!(
+                "{:<18} {:>5} | {:>12.1} {:>12.1}   (max |diff| {err:.1e})",
+                name,
+                m,
+                gf(ours),
+                gf(theirs)
+            );
+        }
+    }
+}
+
+/// Fixed cost of one parallel matmul call, from outside the rayon pool and
+/// from inside it (as a forward pass run under `ThreadPool::install` sees).
+fn overhead(reps: usize, min: Duration) {
+    let mut rng = Rng(17);
+    for &(n, k) in &[(8usize, 64usize), (192, 576), (576, 576)] {
+        let w = rng.vec(n * k);
+        let bytes = encode(WeightDType::Q4_1, &w, k);
+        let Ok(mat) = WeightMatrix::new(WeightDType::Q4_1, n, k, &bytes) else {
+            continue;
+        };
+        let x = rng.vec(k);
+        let mut out = vec![0f32; n];
+        let outside = time_it(reps, min, || {
+            matmul(&x, 1, &mat, &mut out, ActivationMode::Exact);
+            black_box(&out);
+        });
+        let inside = rayon::scope(|_| {
+            time_it(reps, min, || {
+                matmul(&x, 1, &mat, &mut out, ActivationMode::Exact);
+                black_box(&out);
+            })
+        });
+        println!(
+            "Q4_1 {n}x{k} m=1: {:.1} us from the main thread, {:.1} us inside the pool",
+            us(outside),
+            us(inside)
+        );
+    }
 }

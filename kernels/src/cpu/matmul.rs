@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::quant::{BlockQ8, QK};
-use super::simd::Kernels;
+use super::simd::{prefetch, Kernels};
 use super::weight::{WeightDType, WeightMatrix};
 
 /// How activations meet quantized weights.
@@ -33,6 +33,8 @@ pub enum ActivationMode {
 /// Weight bytes one decode task should cover at least: below this, waking a
 /// thread costs more than the rows take to stream.
 const MIN_TASK_BYTES: usize = 32 * 1024;
+/// How far ahead of its dot a decode task prefetches weights.
+const PREFETCH_BYTES: usize = 4096;
 /// Decode tasks per thread when a matrix is large (load balance vs overhead).
 const TASKS_PER_THREAD: usize = 8;
 /// Most weight rows one prefill task dequantizes and keeps hot.
@@ -97,13 +99,21 @@ pub fn matmul_with(
 
 /// Input rows from which the block product beats row dots. Row dots read
 /// each weight row once and reuse it from L1 for every input row, so they
-/// win while the per-row dequantization they repeat is cheaper than the
-/// block product's one-off dequantization of the weights to f32.
+/// win while the per-row decoding they repeat costs less than the block
+/// product's one-off dequantization of the weights to f32 (measured at
+/// SmolLM2-135M's shapes with `kernels_bench --sweep`).
 fn gemm_min_rows(dtype: WeightDType, fast: bool) -> usize {
     match (dtype, fast) {
+        // Nothing to dequantize: the register tiles win at once.
         (WeightDType::F32, _) => 2,
-        (_, false) => 2,
-        (_, true) => 4,
+        // Cheap to decode inside a dot.
+        (WeightDType::F16 | WeightDType::BF16, _) => 4,
+        (WeightDType::Q8_0, false) => 3,
+        // Nibble unpacking to f32 is the dearest row dot.
+        (WeightDType::Q4_0 | WeightDType::Q4_1, false) => 2,
+        // Integer dots are cheap per row.
+        (WeightDType::Q8_0, true) => 4,
+        (WeightDType::Q4_0 | WeightDType::Q4_1, true) => 6,
     }
 }
 
@@ -136,6 +146,10 @@ fn decode_rows_per_task(n: usize, row_bytes: usize) -> usize {
 }
 
 /// Drives `dot(weight_row, input_row_index)` over all (n, m) pairs in parallel.
+///
+/// Called from outside the rayon pool, every parallel call also pays for
+/// waking the caller when the pool is done (~15 µs in a VM); a forward pass
+/// run inside `ThreadPool::install` avoids that.
 fn run_rows<F>(m: usize, w: &WeightMatrix<'_>, out: &mut [f32], dot: F)
 where
     F: Fn(&[u8], usize) -> f32 + Sync,
@@ -143,9 +157,18 @@ where
     let n = w.rows;
     let rpt = decode_rows_per_task(n, w.row_bytes() * m);
     if m == 1 {
+        let rb = w.row_bytes();
+        // Rows prefetched ahead of the one being dotted: ~4 KiB in flight.
+        let ahead = (PREFETCH_BYTES / rb.max(1)).max(1);
         out.par_chunks_mut(rpt).enumerate().for_each(|(c, o)| {
+            let j0 = c * rpt;
+            let end = (j0 + o.len()) * rb;
             for (i, o) in o.iter_mut().enumerate() {
-                *o = dot(w.row(c * rpt + i), 0);
+                let p = (j0 + i + ahead) * rb;
+                if PREFETCH_BYTES > 0 && p < end {
+                    prefetch(&w.data[p..(p + rb).min(end)]);
+                }
+                *o = dot(w.row(j0 + i), 0);
             }
         });
         return;
@@ -212,10 +235,13 @@ fn gemm(kern: &Kernels, x: &[f32], m: usize, w: &WeightMatrix<'_>, out: &mut [f3
     let (n, k) = (w.rows, w.cols);
     let nr = kern.gemm_nr.max(1);
     let threads = rayon::current_num_threads().max(1);
-    let rpt = n
-        .div_ceil(threads * 4)
-        .next_multiple_of(nr)
-        .clamp(nr, GEMM_MAX_ROWS_PER_TASK.next_multiple_of(nr));
+    // At least four tasks per thread, at most GEMM_MAX_ROWS_PER_TASK rows
+    // each, in whole rounds so no thread idles at the end.
+    let tasks = n
+        .div_ceil(GEMM_MAX_ROWS_PER_TASK)
+        .max(threads * 4)
+        .next_multiple_of(threads);
+    let rpt = n.div_ceil(tasks).next_multiple_of(nr);
     let dequant = kern.dequant(w.dtype);
     let shared = ColumnShared {
         ptr: out.as_mut_ptr(),

@@ -472,14 +472,17 @@ fn gemm_rows(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
         w.iter().all(|r| r.len() >= 4 * k),
         "gemm_rows: short weight row"
     );
-    for j0 in (0..c).step_by(NR) {
-        let nr = NR.min(c - j0);
-        // A short last group repeats its last row; those results are dropped.
-        let wp: [*const f32; NR] = std::array::from_fn(|t| w[j0 + t.min(nr - 1)].as_ptr().cast());
-        let mut r0 = 0;
-        while r0 < m {
-            let mr = MR.min(m - r0);
-            let xp = |t: usize| x[(r0 + t.min(mr - 1)) * k..].as_ptr();
+    // Input rows outer: an MR-row block of x stays in L1 while the weight
+    // rows (hot in L2) stream past it.
+    let mut r0 = 0;
+    while r0 < m {
+        let mr = MR.min(m - r0);
+        let xp = |t: usize| x[(r0 + t.min(mr - 1)) * k..].as_ptr();
+        for j0 in (0..c).step_by(NR) {
+            let nr = NR.min(c - j0);
+            // A short last group repeats its last row; those results are dropped.
+            let wp: [*const f32; NR] =
+                std::array::from_fn(|t| w[j0 + t.min(nr - 1)].as_ptr().cast());
             let mut res = [[0f32; NR]; MR];
             // SAFETY (all arms): every `xp` row starts a whole row of `k` f32
             // inside `x`; every `wp` row has at least `4k` bytes (checked above).
@@ -504,8 +507,8 @@ fn gemm_rows(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
             for (t, rr) in res.iter().enumerate().take(mr) {
                 out[(r0 + t) * c + j0..][..nr].copy_from_slice(&rr[..nr]);
             }
-            r0 += mr;
         }
+        r0 += mr;
     }
 }
 
