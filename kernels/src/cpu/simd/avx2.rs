@@ -139,13 +139,19 @@ pub(super) fn f16_at(b: &[u8], off: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
 }
 
-/// The f16 at `b[off..off + 2]`, as f32 in all 8 lanes.
+/// The f16 bits at `b[off..off + 2]`, as a table index.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn f16x8(b: &[u8], off: usize) -> __m256 {
-    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([b[off], b[off + 1]])))
+pub(super) fn f16_bits(b: &[u8], off: usize) -> usize {
+    // One 16-bit load (byte-wise assembly would cost four ALU ops).
+    <[u8; 2]>::try_from(&b[off..off + 2]).map_or(0, |h| usize::from(u16::from_le_bytes(h)))
 }
 
+/// The f16 at `b[off..off + 2]`, as f32 in all 8 lanes (one broadcast load).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16x8(lut: &[f32; 1 << 16], b: &[u8], off: usize) -> __m256 {
+    _mm256_broadcast_ss(&lut[f16_bits(b, off)])
+}
 /// 8 weights of kind `K` starting at element `i` of a byte row, as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -215,33 +221,6 @@ pub(super) fn nibbles(blk: &[u8], off: usize) -> __m256i {
     let v = _mm256_broadcastsi128_si256(ld16b(blk, off));
     let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
     _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
-}
-
-/// `d_w · d_x` in all 8 lanes, for a weight block whose f16 scale leads it.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn block_scale(blk: &[u8], xb: &BlockQ8) -> __m256 {
-    // A 32-bit broadcast load (no shuffle) converts to [d, _, d, _, ...].
-    let h = i32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
-    let p = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set1_epi32(h)), _mm256_set1_ps(xb.d));
-    _mm256_moveldup_ps(p)
-}
-
-/// For a Q4_1 block: `[d_w·d_x, m_w·s_x]` repeated four times.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q4_1_scales(blk: &[u8], xb: &BlockQ8) -> __m256 {
-    let h = i32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
-    let dm = _mm256_cvtph_ps(_mm_set1_epi32(h));
-    let ds = (i64::from(xb.s.to_bits()) << 32) | i64::from(xb.d.to_bits());
-    _mm256_mul_ps(dm, _mm256_castsi256_ps(_mm256_set1_epi64x(ds)))
-}
-
-/// Lane 1 of `v`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn lane1(v: __m256) -> f32 {
-    _mm_cvtss_f32(_mm_movehdup_ps(_mm256_castps256_ps128(v)))
 }
 
 /// Sums the i16 pairs of `p` into 8 i32 and converts to f32.
@@ -338,9 +317,10 @@ fn q8_0_block(blk: &[u8], xb: &[f32]) -> __m256 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+    let lut = super::f16_lut();
     let (v, _) = block_sum!(ymm, row, x, 34, QK, |blk, xv| (
         q8_0_block(blk, xv),
-        f16x8(blk, 0),
+        f16x8(lut, blk, 0),
         -0.0
     ));
     hsum(v)
@@ -375,19 +355,21 @@ fn q4_block_ps<const SUB8: bool>(blk: &[u8], off: usize) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_0(row: &[u8], x: &[f32]) -> f32 {
+    let lut = super::f16_lut();
     let (v, _) = block_sum!(ymm, row, x, 18, QK, |blk, xv| {
         let w = q4_block_ps::<true>(blk, 2);
         let mut s = _mm256_mul_ps(w[0], ld(xv, 0));
         s = _mm256_fmadd_ps(w[1], ld(xv, 8), s);
         s = _mm256_fmadd_ps(w[2], ld(xv, 16), s);
         s = _mm256_fmadd_ps(w[3], ld(xv, 24), s);
-        (s, f16x8(blk, 0), -0.0)
+        (s, f16x8(lut, blk, 0), -0.0)
     });
     hsum(v)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
+    let lut = super::f16_lut();
     let mut accm = _mm256_setzero_ps();
     let (v, _) = block_sum!(ymm, row, x, 20, QK, |blk, xv| {
         let w = q4_block_ps::<false>(blk, 4);
@@ -397,8 +379,8 @@ fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
         s = _mm256_fmadd_ps(w[2], x2, s);
         s = _mm256_fmadd_ps(w[3], x3, s);
         let xs = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-        accm = _mm256_fmadd_ps(xs, f16x8(blk, 2), accm);
-        (s, f16x8(blk, 0), -0.0)
+        accm = _mm256_fmadd_ps(xs, f16x8(lut, blk, 2), accm);
+        (s, f16x8(lut, blk, 0), -0.0)
     });
     hsum(_mm256_add_ps(v, accm))
 }
@@ -407,17 +389,23 @@ fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn qdot_q8_0(row: &[u8], x: &[BlockQ8]) -> f32 {
+    let lut = super::f16_lut();
     let (v, _) = block_sum!(ymm, row, x, 34, 1, |blk, xv| {
         let w = ld32b(blk, 2);
         // |w| · (q with w's sign): u8 × i8 pairs, at most 2·128·127 < 2¹⁵.
         let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(ldq(&xv[0]), w));
-        (pairs_ps(p), block_scale(blk, &xv[0]), -0.0)
+        (
+            _mm256_mul_ps(pairs_ps(p), f16x8(lut, blk, 0)),
+            _mm256_broadcast_ss(&xv[0].d),
+            -0.0,
+        )
     });
     hsum(v)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn qdot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
+    let lut = super::f16_lut();
     let eight = _mm256_set1_epi8(8);
     let (v, _) = block_sum!(ymm, row, x, 18, 1, |blk, xv| {
         let q = ldq(&xv[0]);
@@ -426,22 +414,28 @@ fn qdot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
             _mm256_maddubs_epi16(nibbles(blk, 2), q),
             _mm256_maddubs_epi16(eight, q),
         );
-        (pairs_ps(p), block_scale(blk, &xv[0]), -0.0)
+        (
+            _mm256_mul_ps(pairs_ps(p), f16x8(lut, blk, 0)),
+            _mm256_broadcast_ss(&xv[0].d),
+            -0.0,
+        )
     });
     hsum(v)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn qdot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
-    // Lane 1 of `accm` gathers Σ m_w·s_x (the other lanes are unused).
-    let mut accm = _mm256_setzero_ps();
-    let (v, _) = block_sum!(ymm, row, x, 20, 1, |blk, xv| {
+    let lut = super::f16_lut();
+    let (v, ms) = block_sum!(ymm, row, x, 20, 1, |blk, xv| {
         let p = _mm256_maddubs_epi16(nibbles(blk, 4), ldq(&xv[0]));
-        let sc = q4_1_scales(blk, &xv[0]);
-        accm = _mm256_add_ps(accm, sc);
-        (pairs_ps(p), _mm256_moveldup_ps(sc), -0.0)
+        let v = _mm256_mul_ps(pairs_ps(p), f16x8(lut, blk, 0));
+        (
+            v,
+            _mm256_broadcast_ss(&xv[0].d),
+            lut[f16_bits(blk, 2)] * xv[0].s,
+        )
     });
-    hsum(v) + lane1(accm)
+    hsum(v) + ms
 }
 
 // ---------------------------------------------------------------- activation quantization
@@ -518,8 +512,9 @@ fn dequant_float<const K: u8>(row: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
+    let lut = super::f16_lut();
     for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(QK)) {
-        let d = f16x8(blk, 0);
+        let d = f16x8(lut, blk, 0);
         for j in 0..4 {
             st(o, 8 * j, _mm256_mul_ps(d, i8x8_ps(ld8b(blk, 2 + 8 * j))));
         }
@@ -528,11 +523,12 @@ fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q4<const Q4_1: bool>(row: &[u8], out: &mut [f32]) {
+    let lut = super::f16_lut();
     let bb = if Q4_1 { 20 } else { 18 };
     for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
-        let d = f16x8(blk, 0);
+        let d = f16x8(lut, blk, 0);
         if Q4_1 {
-            let m = f16x8(blk, 2);
+            let m = f16x8(lut, blk, 2);
             let w = q4_block_ps::<false>(blk, 4);
             for (j, wj) in w.into_iter().enumerate() {
                 st(o, 8 * j, _mm256_fmadd_ps(d, wj, m));

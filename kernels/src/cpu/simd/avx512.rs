@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block_scale, hsum, hsum4, lane1, ld16b, ld32b, ldq, nibbles, q4_1_scales};
+use super::avx2::{f16_bits, f16x8, hsum, hsum4, ld16b, ld32b, ldq, nibbles};
 use super::{Isa, Kernels};
 use crate::cpu::quant::{BlockQ8, QK};
 
@@ -167,13 +167,12 @@ fn bf16_ps(h: __m256i) -> __m512 {
     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
 }
 
-/// The f16 at `b[off..off + 2]`, as f32 in all 16 lanes.
+/// The f16 at `b[off..off + 2]`, as f32 in all 16 lanes (one broadcast load).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn f16x16(b: &[u8], off: usize) -> __m512 {
-    _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes([b[off], b[off + 1]])))
+fn f16x16(lut: &[f32; 1 << 16], b: &[u8], off: usize) -> __m512 {
+    _mm512_set1_ps(lut[f16_bits(b, off)])
 }
-
 /// Folds 512 bits to 256.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -269,11 +268,12 @@ fn scale(a: f32, y: &mut [f32]) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+    let lut = super::f16_lut();
     let (v, _) = block_sum!(zmm, row, x, 34, QK, |blk, xv| {
         let w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(ld16b(blk, 2)));
         let w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(ld16b(blk, 18)));
         let s = _mm512_fmadd_ps(w1, ld(xv, 16), _mm512_mul_ps(w0, ld(xv, 0)));
-        (s, f16x16(blk, 0), -0.0)
+        (s, f16x16(lut, blk, 0), -0.0)
     });
     _mm512_reduce_add_ps(v)
 }
@@ -302,16 +302,17 @@ fn q4_ps<const Q4_1: bool>(blk: &[u8], off: usize) -> [__m512; 2] {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn dot_q4<const Q4_1: bool>(row: &[u8], x: &[f32]) -> f32 {
+    let lut = super::f16_lut();
     let bb = if Q4_1 { 20 } else { 18 };
     let mut accm = _mm512_setzero_ps();
     let (v, _) = block_sum!(zmm, row, x, bb, QK, |blk, xv| {
         let [w0, w1] = q4_ps::<Q4_1>(blk, bb - 16);
         let (x0, x1) = (ld(xv, 0), ld(xv, 16));
         if Q4_1 {
-            accm = _mm512_fmadd_ps(_mm512_add_ps(x0, x1), f16x16(blk, 2), accm);
+            accm = _mm512_fmadd_ps(_mm512_add_ps(x0, x1), f16x16(lut, blk, 2), accm);
         }
         let s = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
-        (s, f16x16(blk, 0), -0.0)
+        (s, f16x16(lut, blk, 0), -0.0)
     });
     _mm512_reduce_add_ps(_mm512_add_ps(v, accm))
 }
@@ -320,18 +321,21 @@ fn dot_q4<const Q4_1: bool>(row: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn qdot_q8_0(row: &[u8], x: &[BlockQ8]) -> f32 {
+    let lut = super::f16_lut();
     let zero = _mm256_setzero_si256();
     let (v, _) = block_sum!(ymm, row, x, 34, 1, |blk, xv| {
         let w = ld32b(blk, 2);
         // |w| (u8) · q with w's sign (i8): exact, as vpdpbusd wants.
         let p = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w), _mm256_sign_epi8(ldq(&xv[0]), w));
-        (_mm256_cvtepi32_ps(p), block_scale(blk, &xv[0]), -0.0)
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), f16x8(lut, blk, 0));
+        (v, _mm256_broadcast_ss(&xv[0].d), -0.0)
     });
     hsum(v)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn qdot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
+    let lut = super::f16_lut();
     let zero = _mm256_setzero_si256();
     let eight = _mm256_set1_epi8(8);
     let (v, _) = block_sum!(ymm, row, x, 18, 1, |blk, xv| {
@@ -341,23 +345,26 @@ fn qdot_q4_0(row: &[u8], x: &[BlockQ8]) -> f32 {
             _mm256_dpbusd_epi32(zero, nibbles(blk, 2), q),
             _mm256_dpbusd_epi32(zero, eight, q),
         );
-        (_mm256_cvtepi32_ps(p), block_scale(blk, &xv[0]), -0.0)
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), f16x8(lut, blk, 0));
+        (v, _mm256_broadcast_ss(&xv[0].d), -0.0)
     });
     hsum(v)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn qdot_q4_1(row: &[u8], x: &[BlockQ8]) -> f32 {
+    let lut = super::f16_lut();
     let zero = _mm256_setzero_si256();
-    // Lane 1 of `accm` gathers Σ m_w·s_x (the other lanes are unused).
-    let mut accm = _mm256_setzero_ps();
-    let (v, _) = block_sum!(ymm, row, x, 20, 1, |blk, xv| {
+    let (v, ms) = block_sum!(ymm, row, x, 20, 1, |blk, xv| {
         let p = _mm256_dpbusd_epi32(zero, nibbles(blk, 4), ldq(&xv[0]));
-        let sc = q4_1_scales(blk, &xv[0]);
-        accm = _mm256_add_ps(accm, sc);
-        (_mm256_cvtepi32_ps(p), _mm256_moveldup_ps(sc), -0.0)
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(p), f16x8(lut, blk, 0));
+        (
+            v,
+            _mm256_broadcast_ss(&xv[0].d),
+            lut[f16_bits(blk, 2)] * xv[0].s,
+        )
     });
-    hsum(v) + lane1(accm)
+    hsum(v) + ms
 }
 
 // ---------------------------------------------------------------- activation quantization
@@ -421,8 +428,9 @@ fn dequant_float<const K: u8>(row: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
+    let lut = super::f16_lut();
     for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(QK)) {
-        let d = f16x16(blk, 0);
+        let d = f16x16(lut, blk, 0);
         st(
             o,
             0,
@@ -438,12 +446,13 @@ fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn dequant_q4<const Q4_1: bool>(row: &[u8], out: &mut [f32]) {
+    let lut = super::f16_lut();
     let bb = if Q4_1 { 20 } else { 18 };
     for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
-        let d = f16x16(blk, 0);
+        let d = f16x16(lut, blk, 0);
         let [w0, w1] = q4_ps::<Q4_1>(blk, bb - 16);
         if Q4_1 {
-            let m = f16x16(blk, 2);
+            let m = f16x16(lut, blk, 2);
             st(o, 0, _mm512_fmadd_ps(d, w0, m));
             st(o, 16, _mm512_fmadd_ps(d, w1, m));
         } else {

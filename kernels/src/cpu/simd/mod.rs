@@ -75,6 +75,20 @@ pub mod scalar;
 #[cfg(test)]
 mod tests;
 
+/// Every f16 bit pattern as f32 (256 KiB, built once, exactly as `half`
+/// converts). Block scales come from here as one broadcast load, which is
+/// much cheaper than F16C's convert plus the shuffles around it.
+pub(crate) fn f16_lut() -> &'static [f32; 1 << 16] {
+    static LUT: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
+    LUT.get_or_init(|| {
+        let mut t = Box::new([0f32; 1 << 16]);
+        for (h, v) in (0..=u16::MAX).zip(t.iter_mut()) {
+            *v = half::f16::from_bits(h).to_f32();
+        }
+        t
+    })
+}
+
 /// Hints the CPU to start loading `bytes` into cache (x86_64: `prefetcht0`
 /// per 64-byte line; a no-op elsewhere). Never faults.
 #[inline]
