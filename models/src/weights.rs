@@ -157,10 +157,22 @@ impl ModelWeights {
         let tied = std::ptr::eq(self.embed.data().as_ptr(), self.lm_head.data().as_ptr());
         let embed = self.embed.to_f32_tensor();
         let mut w = self.clone();
-        w.lm_head = if tied { embed.clone() } else { self.lm_head.to_f32_tensor() };
+        w.lm_head = if tied {
+            embed.clone()
+        } else {
+            self.lm_head.to_f32_tensor()
+        };
         w.embed = embed;
         for l in &mut w.layers {
-            for t in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+            for t in [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ] {
                 *t = t.to_f32_tensor();
             }
         }

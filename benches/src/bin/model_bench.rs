@@ -19,7 +19,12 @@ struct Opts {
 }
 
 fn parse() -> anyhow::Result<Opts> {
-    let mut o = Opts { model: None, prompt: 128, decode: 64, reps: 3 };
+    let mut o = Opts {
+        model: None,
+        prompt: 128,
+        decode: 64,
+        reps: 3,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -45,12 +50,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64, f64)> {
     let vocab = model.config.vocab_size as u32;
     // Deterministic, non-trivial token ids.
-    let ids: Vec<u32> = (0..prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let ids: Vec<u32> = (0..prompt as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
     let table: Vec<u32> = (0..(prompt + decode).div_ceil(16) as u32).collect();
     let mut cache = KvCache::new(&model.config, 16, table.len());
     let t0 = Instant::now();
     model.forward(
-        &[SeqInput { tokens: &ids, start_pos: 0, block_table: &table, logits: LogitsRequest::Last }],
+        &[SeqInput {
+            tokens: &ids,
+            start_pos: 0,
+            block_table: &table,
+            logits: LogitsRequest::Last,
+        }],
         &mut cache,
     )?;
     let prefill = t0.elapsed().as_secs_f64();
@@ -58,7 +70,12 @@ fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64,
     for i in 0..decode {
         let tok = [(i as u32 * 31 + 7) % vocab];
         model.forward(
-            &[SeqInput { tokens: &tok, start_pos: prompt + i, block_table: &table, logits: LogitsRequest::Last }],
+            &[SeqInput {
+                tokens: &tok,
+                start_pos: prompt + i,
+                block_table: &table,
+                logits: LogitsRequest::Last,
+            }],
             &mut cache,
         )?;
     }
@@ -68,7 +85,11 @@ fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64,
 fn main() -> anyhow::Result<()> {
     let o = parse()?;
     let bw = factory_benches::dram_read_bandwidth();
-    println!("machine: {} threads; DRAM read bandwidth {:.1} GB/s (2 GiB buffer, all threads)", rayon::current_num_threads(), bw / 1e9);
+    println!(
+        "machine: {} threads; DRAM read bandwidth {:.1} GB/s (2 GiB buffer, all threads)",
+        rayon::current_num_threads(),
+        bw / 1e9
+    );
     let path = match &o.model {
         Some(p) => p.into(),
         None => default_model::ensure()?,
@@ -88,7 +109,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         variants.push((dtype, exact));
     }
-    println!("model: {} (prompt {} tokens, decode {} tokens after it, median of {})", path.display(), o.prompt, o.decode, o.reps);
+    println!(
+        "model: {} (prompt {} tokens, decode {} tokens after it, median of {})",
+        path.display(),
+        o.prompt,
+        o.decode,
+        o.reps
+    );
     println!("| variant | weights read/token | floor ms/token | decode ms/token | decode tok/s | % of floor | prefill tok/s |");
     println!("|---|---|---|---|---|---|---|");
     for (name, model) in &variants {
