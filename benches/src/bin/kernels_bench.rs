@@ -526,4 +526,47 @@ fn overhead(reps: usize, min: Duration) {
             us(inside)
         );
     }
+    // One SmolLM2-135M layer's seven decode matmuls (q, k, v, o, gate, up,
+    // down), weights cold: what a forward pass pays per layer.
+    let layer = [
+        (576usize, 576usize),
+        (192, 576),
+        (192, 576),
+        (576, 576),
+        (1536, 576),
+        (1536, 576),
+        (576, 1536),
+    ];
+    for dtype in [WeightDType::BF16, WeightDType::Q8_0] {
+        let mats: Vec<Vec<u8>> = layer
+            .iter()
+            .map(|&(n, k)| encode(dtype, &rng.vec(n * k), k))
+            .collect();
+        let per_layer: usize = mats.iter().map(Vec::len).sum();
+        let copies = (COLD_BYTES / per_layer).max(1);
+        let arena: Vec<Vec<Vec<u8>>> = (0..copies).map(|_| mats.clone()).collect();
+        let x = rng.vec(1536);
+        let mut out = vec![0f32; 1536];
+        let mut i = 0;
+        let mut step = || {
+            i = (i + 1) % copies;
+            for (&(n, k), b) in layer.iter().zip(&arena[i]) {
+                if let Ok(m) = WeightMatrix::new(dtype, n, k, b) {
+                    matmul(&x[..k], 1, &m, &mut out[..n], ActivationMode::Exact);
+                }
+            }
+            black_box(&out);
+        };
+        let outside = time_it(reps, min, &mut step);
+        let inside = rayon::scope(|_| time_it(reps, min, &mut step));
+        let gbs = |t: Duration| per_layer as f64 / t.as_secs_f64() / 1e9;
+        println!(
+            "one layer {dtype:?} (7 matmuls, {:.2} MB, cold): {:.1} us ({:.1} GB/s) from the main thread, {:.1} us ({:.1} GB/s) inside the pool",
+            per_layer as f64 / 1e6,
+            us(outside),
+            gbs(outside),
+            us(inside),
+            gbs(inside)
+        );
+    }
 }

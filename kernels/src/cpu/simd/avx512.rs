@@ -493,24 +493,16 @@ fn gemm_rows(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
             let wp: [*const f32; NR] =
                 std::array::from_fn(|t| w[j0 + t.min(nr - 1)].as_ptr().cast());
             let mut res = [[0f32; NR]; MR];
-            // SAFETY (all arms): every `xp` row starts a whole row of `k` f32
-            // inside `x`; every `wp` row has at least `4k` bytes (checked above).
-            match mr {
-                6 => res = unsafe { tile::<6>(std::array::from_fn(xp), wp, k) },
-                5 => {
-                    res[..5].copy_from_slice(&unsafe { tile::<5>(std::array::from_fn(xp), wp, k) })
-                }
-                4 => {
-                    res[..4].copy_from_slice(&unsafe { tile::<4>(std::array::from_fn(xp), wp, k) })
-                }
-                3 => {
-                    res[..3].copy_from_slice(&unsafe { tile::<3>(std::array::from_fn(xp), wp, k) })
-                }
-                2 => {
-                    res[..2].copy_from_slice(&unsafe { tile::<2>(std::array::from_fn(xp), wp, k) })
-                }
-                _ => {
-                    res[..1].copy_from_slice(&unsafe { tile::<1>(std::array::from_fn(xp), wp, k) })
+            // SAFETY: every `xp` row starts a whole row of `k` f32 inside `x`;
+            // every `wp` row has at least `4k` bytes (checked above).
+            unsafe {
+                match mr {
+                    6 => tile_into::<6>(&xp, wp, k, &mut res),
+                    5 => tile_into::<5>(&xp, wp, k, &mut res),
+                    4 => tile_into::<4>(&xp, wp, k, &mut res),
+                    3 => tile_into::<3>(&xp, wp, k, &mut res),
+                    2 => tile_into::<2>(&xp, wp, k, &mut res),
+                    _ => tile_into::<1>(&xp, wp, k, &mut res),
                 }
             }
             for (t, rr) in res.iter().enumerate().take(mr) {
@@ -519,6 +511,23 @@ fn gemm_rows(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
         }
         r0 += mr;
     }
+}
+
+/// [`tile`] for input rows `xp(0..R)`, into the first `R` rows of `res`.
+///
+/// # Safety
+/// As [`tile`], for every `xp(t)`, `t < R`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_into<const R: usize>(
+    xp: &impl Fn(usize) -> *const f32,
+    wp: [*const f32; NR],
+    k: usize,
+    res: &mut [[f32; NR]; MR],
+) {
+    // SAFETY: forwarded from the caller.
+    let r = unsafe { tile::<R>(std::array::from_fn(xp), wp, k) };
+    res[..R].copy_from_slice(&r);
 }
 
 /// `R × NR` dots of length `k`.

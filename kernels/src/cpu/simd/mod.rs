@@ -78,6 +78,7 @@ mod tests;
 /// Every f16 bit pattern as f32 (256 KiB, built once, exactly as `half`
 /// converts). Block scales come from here as one broadcast load, which is
 /// much cheaper than F16C's convert plus the shuffles around it.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn f16_lut() -> &'static [f32; 1 << 16] {
     static LUT: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
     LUT.get_or_init(|| {
