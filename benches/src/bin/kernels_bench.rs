@@ -328,6 +328,30 @@ fn kernel_table(reps: usize, min: Duration) {
             println!();
         }
     }
+    // Exact Q4 dots on prepared activations (where a table has them).
+    for dtype in [WeightDType::Q4_0, WeightDType::Q4_1] {
+        let bytes = encode(dtype, &w, k);
+        let rb = bytes.len() / rows;
+        print!("{:<12}", format!("{dtype:?} prep"));
+        for t in &tables {
+            let dot = match dtype {
+                WeightDType::Q4_0 => t.dot_q4_0p,
+                _ => t.dot_q4_1p,
+            };
+            let (Some(prep), Some(dot)) = (t.prepare_q4, dot) else {
+                print!(" {:>16}", "-");
+                continue;
+            };
+            let mut xp = vec![0f32; k / QK * factory_kernels::cpu::simd::PREPARED_Q4_BLOCK];
+            prep(&x, &mut xp);
+            let el = cpu_time_it(reps, min, || {
+                let s: f32 = bytes.chunks_exact(rb).map(|r| dot(r, &xp)).sum();
+                black_box(s);
+            });
+            print!(" {:>16.1}", bytes.len() as f64 / el.as_secs_f64() / 1e9);
+        }
+        println!();
+    }
     // Activation quantization and dequantization, in GB/s of f32 touched.
     let xs = rng.vec(rows * k);
     let mut q = vec![BlockQ8::default(); rows * k / QK];

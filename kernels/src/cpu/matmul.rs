@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::quant::{BlockQ8, QK};
-use super::simd::{prefetch, Kernels};
+use super::simd::{prefetch, Kernels, PreparedQ4Dot, PREPARED_Q4_BLOCK};
 use super::weight::{WeightDType, WeightMatrix};
 
 /// How activations meet quantized weights.
@@ -91,9 +91,25 @@ pub fn matmul_with(
             (kern.quantize_q8)(xr, qr);
         }
         run_rows(m, w, out, |row, r| dot(row, &xq[r * kb..(r + 1) * kb]));
+    } else if let (Some(prep), Some(dot)) = (kern.prepare_q4, prepared_q4_dot(kern, w.dtype)) {
+        let pk = k / QK * PREPARED_Q4_BLOCK;
+        let mut xp = vec![0f32; m * pk];
+        for (xr, pr) in x.chunks_exact(k).zip(xp.chunks_exact_mut(pk)) {
+            prep(xr, pr);
+        }
+        run_rows(m, w, out, |row, r| dot(row, &xp[r * pk..(r + 1) * pk]));
     } else {
         let dot = kern.f32_dot(w.dtype);
         run_rows(m, w, out, |row, r| dot(row, &x[r * k..(r + 1) * k]));
+    }
+}
+
+/// The table's exact Q4 dot on prepared activations, if it has one.
+fn prepared_q4_dot(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Dot> {
+    match dtype {
+        WeightDType::Q4_0 => kern.dot_q4_0p,
+        WeightDType::Q4_1 => kern.dot_q4_1p,
+        _ => None,
     }
 }
 

@@ -31,6 +31,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: dot_plain_w,
     axpy: axpy_w,
     scale: scale_w,
+    prepare_q4: None,
+    dot_q4_0p: None,
+    dot_q4_1p: None,
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
 };

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_bits, f16x8, hsum, hsum4, ld16b, ld32b, ldq, nibbles};
-use super::{Isa, Kernels};
+use super::{Isa, Kernels, PREPARED_Q4_BLOCK};
 use crate::cpu::quant::{BlockQ8, QK};
 
 pub(super) static KERNELS: Kernels = Kernels {
@@ -31,6 +31,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: dot_plain_w,
     axpy: axpy_w,
     scale: scale_w,
+    prepare_q4: Some(prepare_q4_w),
+    dot_q4_0p: Some(dot_q4_0p_w),
+    dot_q4_1p: Some(dot_q4_1p_w),
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
 };
@@ -67,6 +70,8 @@ safe_wrappers! {
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
+    dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
+    dot_q4_1p_w => dot_q4p::<true>[row: &[u8], xp: &[f32]] -> f32;
 }
 
 const F32: u8 = 0;
@@ -315,6 +320,88 @@ fn dot_q4<const Q4_1: bool>(row: &[u8], x: &[f32]) -> f32 {
         (s, f16x16(lut, blk, 0), -0.0)
     });
     _mm512_reduce_add_ps(_mm512_add_ps(v, accm))
+}
+
+// ---------------------------------------------------------------- exact Q4 dots on prepared activations
+
+/// Element of a 16-lane half block that prepared lane `i` holds: the 4×4
+/// transpose `4·(i % 4) + i / 4` (see `dot_q4p`).
+const fn prepared_elem(i: usize) -> usize {
+    4 * (i % 4) + i / 4
+}
+
+/// Lays out each block of 32 activations as `dot_q4p` reads them. Plain
+/// Rust: it runs once per input row.
+fn prepare_q4_w(x: &[f32], out: &mut [f32]) {
+    for (xb, pb) in x
+        .chunks_exact(QK)
+        .zip(out.chunks_exact_mut(PREPARED_Q4_BLOCK))
+    {
+        for i in 0..16 {
+            pb[i] = xb[prepared_elem(i)];
+            pb[16 + i] = xb[16 + prepared_elem(i)];
+        }
+    }
+}
+
+/// One Q4 block's weights as two vectors (prepared order), built from a
+/// 16-entry per-block table (`d·n - 8d` or `d·n + m`): the block's 16 nibble
+/// bytes are broadcast to all four 128-bit lanes, so dword `d` of lane `l`
+/// holds bytes `4d..4d + 4`; shifting it right by `8l` (`8l + 4`) puts the
+/// low (high) nibble of byte `4d + l` in bits 0..4, which is all `vpermps`
+/// reads. Lane `4l + d` thus holds element `4d + l`, the order
+/// `prepare_q4_w` gave the activations. No zero-extending shuffles, no
+/// int-to-float converts, and scale and minimum come for free.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_prepared_weights<const Q4_1: bool>(lut: &[f32; 1 << 16], blk: &[u8]) -> [__m512; 2] {
+    let nib = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
+    let sh_lo = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
+    let sh_hi = _mm512_add_epi32(sh_lo, _mm512_set1_epi32(4));
+    let d = f16x16(lut, blk, 0);
+    let table = if Q4_1 {
+        _mm512_fmadd_ps(nib, d, f16x16(lut, blk, 2))
+    } else {
+        _mm512_mul_ps(_mm512_sub_ps(nib, _mm512_set1_ps(8.0)), d)
+    };
+    let z = _mm512_broadcast_i32x4(ld16b(blk, if Q4_1 { 4 } else { 2 }));
+    [
+        _mm512_permutexvar_ps(_mm512_srlv_epi32(z, sh_lo), table),
+        _mm512_permutexvar_ps(_mm512_srlv_epi32(z, sh_hi), table),
+    ]
+}
+
+/// Exact Q4 dot on activations from `prepare_q4_w` (see
+/// `q4_prepared_weights`); four accumulators, two blocks per step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_q4p<const Q4_1: bool>(row: &[u8], xp: &[f32]) -> f32 {
+    let lut = super::f16_lut();
+    let bb = if Q4_1 { 20 } else { 18 };
+    let nb = (row.len() / bb).min(xp.len() / PREPARED_Q4_BLOCK);
+    let (row, xp) = (&row[..nb * bb], &xp[..nb * PREPARED_Q4_BLOCK]);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut rc = row.chunks_exact(2 * bb);
+    let mut xc = xp.chunks_exact(2 * PREPARED_Q4_BLOCK);
+    for (r2, x2) in (&mut rc).zip(&mut xc) {
+        for j in 0..2 {
+            let [wl, wh] = q4_prepared_weights::<Q4_1>(lut, &r2[j * bb..(j + 1) * bb]);
+            let xv = &x2[j * PREPARED_Q4_BLOCK..(j + 1) * PREPARED_Q4_BLOCK];
+            acc[2 * j] = _mm512_fmadd_ps(wl, ld(xv, 0), acc[2 * j]);
+            acc[2 * j + 1] = _mm512_fmadd_ps(wh, ld(xv, 16), acc[2 * j + 1]);
+        }
+    }
+    if let (Some(blk), Some(xv)) = (
+        rc.remainder().get(..bb),
+        xc.remainder().get(..PREPARED_Q4_BLOCK),
+    ) {
+        let [wl, wh] = q4_prepared_weights::<Q4_1>(lut, blk);
+        acc[0] = _mm512_fmadd_ps(wl, ld(xv, 0), acc[0]);
+        acc[1] = _mm512_fmadd_ps(wh, ld(xv, 16), acc[1]);
+    }
+    let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(v)
 }
 
 // ---------------------------------------------------------------- fast (VNNI) dots

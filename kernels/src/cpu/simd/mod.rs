@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 
-use super::quant::BlockQ8;
+use super::quant::{BlockQ8, QK};
 use super::weight::WeightDType;
 
 /// Σ over whole blocks (`ymm` or `zmm` accumulators) of `v·d + e`, where `|blk, xv| body` gives `(v, d, e)`
@@ -168,6 +168,16 @@ pub type F32Dot = fn(&[u8], &[f32]) -> f32;
 pub type Q8Dot = fn(&[u8], &[BlockQ8]) -> f32;
 /// Dequantizes a weight row into f32 (`out` as long as the row's elements).
 pub type Dequant = fn(&[u8], &mut [f32]);
+/// f32s per block of prepared Q4 activations.
+pub const PREPARED_Q4_BLOCK: usize = QK;
+/// Rearranges f32 activations (whole blocks of 32) for a table's prepared Q4
+/// dots; `out` holds [`PREPARED_Q4_BLOCK`] f32 per block.
+pub type PrepareQ4 = fn(&[f32], &mut [f32]);
+/// Exact-mode Q4 row · activations from the same table's [`PrepareQ4`]:
+/// equal to the plain dot up to float rounding. Preparing once per input
+/// row lets the AVX-512 kernel unpack nibbles with two shifts and two table
+/// permutes per block.
+pub type PreparedQ4Dot = fn(&[u8], &[f32]) -> f32;
 /// Block product for prefill: with `m = x.len() / k` input rows and
 /// `c = w.len()` weight rows (each `k` little-endian f32, any alignment),
 /// `out[r * c + j] = x[r] · w[j]`. `out` holds at least `m * c`.
@@ -210,6 +220,13 @@ pub struct Kernels {
     pub axpy: fn(f32, &[f32], &mut [f32]),
     /// `y *= a`.
     pub scale: fn(f32, &mut [f32]),
+    /// Exact-mode Q4 activations in a table-specific layout (see
+    /// [`PreparedQ4Dot`]); `None` where plain [`F32Dot`]s are as fast.
+    pub prepare_q4: Option<PrepareQ4>,
+    /// Exact-mode Q4_0 row · prepared activations.
+    pub dot_q4_0p: Option<PreparedQ4Dot>,
+    /// Exact-mode Q4_1 row · prepared activations.
+    pub dot_q4_1p: Option<PreparedQ4Dot>,
     /// Prefill block product (see [`GemmRows`]).
     pub gemm_rows: GemmRows,
     /// Weight rows per [`GemmRows`] register tile: callers group rows by it.

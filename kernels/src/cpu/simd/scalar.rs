@@ -25,6 +25,9 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: matmul::dot_plain,
     axpy,
     scale,
+    prepare_q4: None,
+    dot_q4_0p: None,
+    dot_q4_1p: None,
     gemm_rows,
     gemm_nr: 4,
 };

@@ -277,6 +277,66 @@ fn quantized_row_dots_match_scalar() {
 }
 
 #[test]
+fn prepared_q4_dots_match_scalar() {
+    let mut r = rng(7);
+    for k in tables() {
+        let Some(prep) = k.prepare_q4 else { continue };
+        for &n in &QUANT_LENS {
+            let w: Vec<f32> = random(&mut r, n).iter().map(|v| v * 2.0 + 0.3).collect();
+            let x = random(&mut r, n);
+            let mut xp = vec![0f32; n / QK * super::PREPARED_Q4_BLOCK];
+            prep(&x, &mut xp);
+            for (name, enc, dot, reference) in [
+                (
+                    "q4_0",
+                    quant::quantize_row_q4_0 as Encode,
+                    k.dot_q4_0p,
+                    quant::dot_f32_q4_0 as ExactDot,
+                ),
+                (
+                    "q4_1",
+                    quant::quantize_row_q4_1,
+                    k.dot_q4_1p,
+                    quant::dot_f32_q4_1,
+                ),
+            ] {
+                let Some(dot) = dot else {
+                    panic!("{} has prepare_q4 but no {name} dot", k.isa)
+                };
+                let row = enc(&w);
+                let sc = magnitude(dtype_of(name), &row, &x);
+                let want = reference(&row, &x);
+                let (buf, at) = unaligned(&row);
+                assert_close(
+                    k.isa,
+                    &format!("{name} prepared n={n}"),
+                    dot(&row, &xp),
+                    want,
+                    sc,
+                );
+                assert_close(
+                    k.isa,
+                    &format!("{name} prepared unaligned n={n}"),
+                    dot(&buf[at], &xp),
+                    want,
+                    sc,
+                );
+                let half = n / QK / 2;
+                let want = reference(&row, &x[..half * QK]);
+                let got = dot(&row, &xp[..half * super::PREPARED_Q4_BLOCK]);
+                assert_close(
+                    k.isa,
+                    &format!("{name} prepared short n={n}"),
+                    got,
+                    want,
+                    sc,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn integer_dots_do_not_saturate_at_the_extremes() {
     // Q8_0 weights of -128 (never produced by our quantizer, legal in files)
     // against activations of ±127: the largest products an i16 pair sees.
