@@ -35,6 +35,9 @@ pub enum ActivationMode {
 const MIN_TASK_BYTES: usize = 32 * 1024;
 /// How far ahead of its dot a decode task prefetches weights.
 const PREFETCH_BYTES: usize = 4096;
+/// [`MIN_TASK_BYTES`] for calls from outside the rayon pool, which pay
+/// ~15 µs more per parallel call (the caller sleeps until the pool is done).
+const MIN_TASK_BYTES_OUTSIDE_POOL: usize = 128 * 1024;
 /// Decode tasks per thread when a matrix is large (load balance vs overhead).
 const TASKS_PER_THREAD: usize = 8;
 /// Most weight rows one prefill task dequantizes and keeps hot.
@@ -153,7 +156,14 @@ fn quantize_dequantize(kern: &Kernels, x: &[f32], m: usize, k: usize) -> Vec<f32
 fn decode_rows_per_task(n: usize, row_bytes: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let total = n * row_bytes.max(1);
-    let mut tasks = (total / MIN_TASK_BYTES).clamp(1, threads * TASKS_PER_THREAD);
+    // From outside the pool a parallel call also pays for waking this thread
+    // at the end; below this size one thread alone finishes sooner.
+    let min_task = if rayon::current_thread_index().is_some() {
+        MIN_TASK_BYTES
+    } else {
+        MIN_TASK_BYTES_OUTSIDE_POOL
+    };
+    let mut tasks = (total / min_task).clamp(1, threads * TASKS_PER_THREAD);
     if tasks > 1 {
         // Whole rounds of tasks keep every thread busy to the end.
         tasks = tasks.div_ceil(threads) * threads;
