@@ -1,7 +1,13 @@
-//! Choosing the next token from logits: greedy, temperature, top-k, top-p,
-//! min-p, with a seeded generator per request.
+//! Choosing the next token from logits: repetition, presence and frequency
+//! penalties, then greedy, temperature, top-k, top-p, min-p, with a seeded
+//! generator per request.
+
+use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};
+
+/// Bound on |presence_penalty| and |frequency_penalty|, as in the OpenAI API.
+pub const MAX_ADDITIVE_PENALTY: f32 = 2.0;
 
 /// How a request samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +22,15 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// Seed of this request's generator; `None` draws one.
     pub seed: Option<u64>,
+    /// Divides positive (multiplies negative) logits of tokens seen in the
+    /// prompt or the output; 1.0 means off.
+    pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token already in the output;
+    /// 0.0 means off.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence from the logit of tokens in the output;
+    /// 0.0 means off.
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -26,6 +41,9 @@ impl Default for SamplingParams {
             top_p: 1.0,
             min_p: 0.0,
             seed: None,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -39,6 +57,12 @@ pub enum SamplingError {
     TopP(f32),
     #[error("min_p must be in [0, 1], got {0}")]
     MinP(f32),
+    #[error("repetition_penalty must be finite and > 0, got {0}")]
+    RepetitionPenalty(f32),
+    #[error("presence_penalty must be in [-2, 2], got {0}")]
+    PresencePenalty(f32),
+    #[error("frequency_penalty must be in [-2, 2], got {0}")]
+    FrequencyPenalty(f32),
 }
 
 impl SamplingParams {
@@ -53,30 +77,109 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(SamplingError::MinP(self.min_p));
         }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(SamplingError::RepetitionPenalty(self.repetition_penalty));
+        }
+        let additive = -MAX_ADDITIVE_PENALTY..=MAX_ADDITIVE_PENALTY;
+        if !additive.contains(&self.presence_penalty) {
+            return Err(SamplingError::PresencePenalty(self.presence_penalty));
+        }
+        if !additive.contains(&self.frequency_penalty) {
+            return Err(SamplingError::FrequencyPenalty(self.frequency_penalty));
+        }
         Ok(())
+    }
+
+    /// Whether any penalty changes the logits.
+    pub fn has_penalties(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
 }
 
-/// A request's sampler: its parameters and its own generator, so the output
-/// is reproducible whatever else runs beside it.
+/// A request's sampler: its parameters, its own generator (so the output is
+/// reproducible whatever else runs beside it) and the token history its
+/// penalties need.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: rand::rngs::StdRng,
+    /// Output occurrences per token; prompt-only tokens are present with 0 so
+    /// the repetition penalty sees them. Sparse: a request touches few ids.
+    /// Left empty when no penalty is active.
+    counts: HashMap<u32, u32>,
+    /// Penalized copy of the logits, reused across steps.
+    scratch: Vec<f32>,
 }
 
 impl Sampler {
-    /// A sampler for `params` (validated by the caller).
-    pub fn new(params: SamplingParams) -> Self {
+    /// A sampler for `params` (validated by the caller) on a request whose
+    /// prompt is `prompt`.
+    pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
         let rng = match params.seed {
             Some(s) => rand::rngs::StdRng::seed_from_u64(s),
             None => rand::rngs::StdRng::from_os_rng(),
         };
-        Self { params, rng }
+        let mut counts = HashMap::new();
+        // Only the repetition penalty looks at the prompt.
+        if params.repetition_penalty != 1.0 {
+            counts.extend(prompt.iter().map(|&t| (t, 0)));
+        }
+        Self {
+            params,
+            rng,
+            counts,
+            scratch: Vec::new(),
+        }
     }
 
-    /// Picks the next token from `logits`.
+    /// Records `token` as appended to the output, for the penalties.
+    pub fn accept(&mut self, token: u32) {
+        if self.params.has_penalties() {
+            *self.counts.entry(token).or_insert(0) += 1;
+        }
+    }
+
+    /// Picks the next token from `logits`, after the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if !self.params.has_penalties() {
+            return self.pick(logits);
+        }
+        // Taken out of self so `pick` can borrow the generator mutably.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(logits);
+        self.penalize(&mut scratch);
+        let token = self.pick(&scratch);
+        self.scratch = scratch;
+        token
+    }
+
+    /// Applies the penalties in place: repetition first, then presence and
+    /// frequency, the order vLLM uses.
+    fn penalize(&self, logits: &mut [f32]) {
+        let p = &self.params;
+        for (&token, &n) in &self.counts {
+            // Ids beyond the vocabulary cannot be sampled; nothing to adjust.
+            let Some(l) = logits.get_mut(token as usize) else {
+                continue;
+            };
+            if p.repetition_penalty != 1.0 {
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty
+                } else {
+                    *l * p.repetition_penalty
+                };
+            }
+            if n > 0 {
+                *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+            }
+        }
+    }
+
+    /// Temperature, top-k, min-p, top-p and the draw, on final logits.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature == 0.0 {
             return argmax(logits);
         }
@@ -145,7 +248,7 @@ mod tests {
 
     #[test]
     fn temperature_zero_is_argmax() {
-        let mut s = Sampler::new(SamplingParams::default());
+        let mut s = Sampler::new(SamplingParams::default(), &[]);
         assert_eq!(s.sample(&[0.1, 3.0, 2.9]), 1);
     }
 
@@ -158,20 +261,23 @@ mod tests {
             ..Default::default()
         };
         let a: Vec<u32> = {
-            let mut s = Sampler::new(p.clone());
+            let mut s = Sampler::new(p.clone(), &[]);
             (0..20).map(|_| s.sample(&logits)).collect()
         };
         let b: Vec<u32> = {
-            let mut s = Sampler::new(p);
+            let mut s = Sampler::new(p, &[]);
             (0..20).map(|_| s.sample(&logits)).collect()
         };
         assert_eq!(a, b);
-        let mut k1 = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 1,
-            seed: Some(1),
-            ..Default::default()
-        });
+        let mut k1 = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 1,
+                seed: Some(1),
+                ..Default::default()
+            },
+            &[],
+        );
         assert!((0..20).all(|_| k1.sample(&logits) == argmax(&logits)));
     }
 
@@ -179,19 +285,25 @@ mod tests {
     fn top_p_never_picks_outside_the_nucleus() {
         // p ≈ [0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps only the first two.
         let logits = [3.0f32, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_p: 0.8,
-            seed: Some(3),
-            ..Default::default()
-        });
+        let mut s = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.8,
+                seed: Some(3),
+                ..Default::default()
+            },
+            &[],
+        );
         assert!((0..500).all(|_| s.sample(&logits) < 2));
-        let mut m = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            min_p: 0.5,
-            seed: Some(3),
-            ..Default::default()
-        });
+        let mut m = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                min_p: 0.5,
+                seed: Some(3),
+                ..Default::default()
+            },
+            &[],
+        );
         assert!((0..500).all(|_| m.sample(&logits) == 0));
     }
 
@@ -215,5 +327,236 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    fn greedy_with(p: SamplingParams, prompt: &[u32]) -> Sampler {
+        Sampler::new(
+            SamplingParams {
+                temperature: 0.0,
+                ..p
+            },
+            prompt,
+        )
+    }
+
+    #[test]
+    fn repetition_penalty_counts_prompt_and_output_and_both_signs() {
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        // Token 0 is in the prompt: 2.0 / 2 = 1.0 < 1.5.
+        assert_eq!(greedy_with(p.clone(), &[0]).sample(&[2.0, 1.5, -1.0]), 1);
+        // A negative logit is multiplied: -1.0 * 2 = -2.0 < -1.5.
+        assert_eq!(greedy_with(p.clone(), &[0]).sample(&[-1.0, -1.5]), 1);
+        // An output token is penalized too, and only once however often seen.
+        let mut s = greedy_with(p, &[]);
+        assert_eq!(s.sample(&[2.0, 1.5]), 0);
+        s.accept(0);
+        s.accept(0);
+        assert_eq!(s.sample(&[2.0, 1.5]), 1);
+        assert_eq!(s.sample(&[4.0, 1.5]), 0);
+    }
+
+    #[test]
+    fn presence_penalty_is_output_only_and_flat() {
+        let p = SamplingParams {
+            presence_penalty: 0.5,
+            ..Default::default()
+        };
+        // The prompt does not count for presence.
+        let mut s = greedy_with(p, &[0]);
+        assert_eq!(s.sample(&[1.0, 0.8]), 0);
+        s.accept(0);
+        // 1.0 - 0.5 = 0.5 < 0.8.
+        assert_eq!(s.sample(&[1.0, 0.8]), 1);
+        s.accept(0);
+        // Still 0.5 however many times: 0.5 > 0.4.
+        assert_eq!(s.sample(&[1.0, 0.4]), 0);
+    }
+
+    #[test]
+    fn frequency_penalty_grows_with_the_count() {
+        let mut s = greedy_with(
+            SamplingParams {
+                frequency_penalty: 0.2,
+                ..Default::default()
+            },
+            &[0, 0, 0, 0],
+        );
+        let logits = [1.0, 0.5];
+        // 1.0, 0.8, 0.6 beat 0.5; 0.4 does not.
+        for _ in 0..3 {
+            assert_eq!(s.sample(&logits), 0);
+            s.accept(0);
+        }
+        assert_eq!(s.sample(&logits), 1);
+    }
+
+    #[test]
+    fn negative_additive_penalties_encourage_repeats() {
+        let mut s = greedy_with(
+            SamplingParams {
+                presence_penalty: -1.0,
+                ..Default::default()
+            },
+            &[],
+        );
+        s.accept(1);
+        assert_eq!(s.sample(&[1.0, 0.5]), 1);
+    }
+
+    #[test]
+    fn out_of_vocabulary_history_is_ignored() {
+        let mut s = greedy_with(
+            SamplingParams {
+                repetition_penalty: 3.0,
+                frequency_penalty: 1.0,
+                ..Default::default()
+            },
+            &[1000],
+        );
+        s.accept(u32::MAX);
+        assert_eq!(s.sample(&[0.0, 1.0]), 1);
+    }
+
+    #[test]
+    fn bad_penalties_are_rejected_and_bounds_accepted() {
+        let check = |p: SamplingParams| p.validate();
+        for r in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let p = SamplingParams {
+                repetition_penalty: r,
+                ..Default::default()
+            };
+            assert!(check(p).is_err(), "{r}");
+        }
+        for v in [2.5, -2.5, f32::NAN, f32::NEG_INFINITY] {
+            assert!(check(SamplingParams {
+                presence_penalty: v,
+                ..Default::default()
+            })
+            .is_err());
+            assert!(check(SamplingParams {
+                frequency_penalty: v,
+                ..Default::default()
+            })
+            .is_err());
+        }
+        assert_eq!(
+            check(SamplingParams {
+                presence_penalty: 3.0,
+                ..Default::default()
+            }),
+            Err(SamplingError::PresencePenalty(3.0))
+        );
+        assert!(check(SamplingParams {
+            repetition_penalty: 0.5,
+            presence_penalty: -2.0,
+            frequency_penalty: 2.0,
+            ..Default::default()
+        })
+        .is_ok());
+    }
+
+    /// Penalized logits computed the slow, obvious way, as an oracle.
+    fn reference_penalized(
+        logits: &[f32],
+        prompt: &[u32],
+        out: &[u32],
+        p: &SamplingParams,
+    ) -> Vec<f32> {
+        let mut l = logits.to_vec();
+        for (t, v) in l.iter_mut().enumerate() {
+            let t = t as u32;
+            let n = out.iter().filter(|&&o| o == t).count() as f32;
+            if prompt.contains(&t) || n > 0.0 {
+                *v = if *v > 0.0 {
+                    *v / p.repetition_penalty
+                } else {
+                    *v * p.repetition_penalty
+                };
+            }
+            if n > 0.0 {
+                *v -= p.presence_penalty + p.frequency_penalty * n;
+            }
+        }
+        l
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn neutral_penalties_change_nothing(
+            logits in proptest::collection::vec(-5.0f32..5.0, 1..20),
+            prompt in proptest::collection::vec(0u32..20, 0..10),
+            out in proptest::collection::vec(0u32..20, 0..10),
+            seed: u64,
+            temperature in 0.0f32..2.0,
+        ) {
+            let base = SamplingParams { temperature, seed: Some(seed), ..Default::default() };
+            let explicit = SamplingParams {
+                repetition_penalty: 1.0,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+                ..base.clone()
+            };
+            let mut a = Sampler::new(base, &[]);
+            let mut b = Sampler::new(explicit, &prompt);
+            for &t in &out {
+                b.accept(t);
+            }
+            for _ in 0..5 {
+                proptest::prop_assert_eq!(a.sample(&logits), b.sample(&logits));
+            }
+        }
+
+        #[test]
+        fn greedy_with_penalties_matches_the_reference(
+            logits in proptest::collection::vec(-5.0f32..5.0, 1..20),
+            prompt in proptest::collection::vec(0u32..20, 0..10),
+            out in proptest::collection::vec(0u32..20, 0..10),
+            repetition_penalty in 0.1f32..3.0,
+            presence_penalty in -2.0f32..=2.0,
+            frequency_penalty in -2.0f32..=2.0,
+        ) {
+            let p = SamplingParams {
+                repetition_penalty,
+                presence_penalty,
+                frequency_penalty,
+                ..Default::default()
+            };
+            let mut s = Sampler::new(p.clone(), &prompt);
+            for &t in &out {
+                s.accept(t);
+            }
+            let want = argmax(&reference_penalized(&logits, &prompt, &out, &p));
+            proptest::prop_assert_eq!(s.sample(&logits), want);
+        }
+
+        #[test]
+        fn penalized_sampling_is_reproducible_from_the_seed(
+            logits in proptest::collection::vec(-5.0f32..5.0, 2..20),
+            prompt in proptest::collection::vec(0u32..20, 0..10),
+            seed: u64,
+        ) {
+            let p = SamplingParams {
+                temperature: 1.0,
+                seed: Some(seed),
+                repetition_penalty: 1.3,
+                presence_penalty: 0.5,
+                frequency_penalty: 0.3,
+                ..Default::default()
+            };
+            let run = || {
+                let mut s = Sampler::new(p.clone(), &prompt);
+                (0..10)
+                    .map(|_| {
+                        let t = s.sample(&logits);
+                        s.accept(t);
+                        t
+                    })
+                    .collect::<Vec<u32>>()
+            };
+            proptest::prop_assert_eq!(run(), run());
+        }
     }
 }

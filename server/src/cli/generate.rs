@@ -52,6 +52,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         min_p: args.min_p,
         seed: args.seed,
+        ..Default::default()
     };
     params.validate()?;
     let bundle = load_bundle(&args.model)?;
@@ -89,7 +90,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let blocks = total.div_ceil(BLOCK_SIZE);
     let mut cache = KvCache::new(&model.config, BLOCK_SIZE, blocks);
     let table: Vec<u32> = (0..blocks as u32).collect();
-    let mut sampler = Sampler::new(params);
+    let mut sampler = Sampler::new(params, &prompt_ids);
 
     let t0 = Instant::now();
     let mut logits = Vec::new();
@@ -121,6 +122,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             reason = "end_turn";
             break;
         }
+        sampler.accept(next);
         generated += 1;
         if !tok.is_special(next) {
             write!(stdout, "{}", text.push(&tok.token_bytes(next)))?;
