@@ -1,0 +1,74 @@
+//! The CPU backend: the model forward of `factory-models` over CPU kernels,
+//! with K/V in host memory.
+
+use std::sync::Arc;
+
+use factory_models::{KvCache, LogitsRequest, Model, SeqInput};
+
+use super::{Batch, Capabilities, Executor, ExecutorError, StepOutput};
+
+/// Runs whole mixed batches on the CPU.
+#[derive(Debug)]
+pub struct CpuExecutor {
+    model: Arc<Model>,
+    cache: KvCache,
+    caps: Capabilities,
+}
+
+impl CpuExecutor {
+    /// A backend for `model` with `num_blocks` KV blocks of `block_size` tokens.
+    pub fn new(model: Arc<Model>, block_size: usize, num_blocks: usize) -> Self {
+        let cache = KvCache::new(&model.config, block_size, num_blocks);
+        let caps = Capabilities {
+            name: "cpu",
+            max_batch_seqs: usize::MAX,
+            max_batch_tokens: usize::MAX,
+            mix_prefill_and_decode: true,
+            token_buckets: Vec::new(),
+            block_size,
+            num_kv_blocks: num_blocks,
+            vocab_size: model.config.vocab_size,
+            max_model_len: model.config.max_position_embeddings,
+        };
+        Self { model, cache, caps }
+    }
+
+    /// Bytes of K/V memory one block takes for `model`.
+    pub fn bytes_per_block(model: &Model, block_size: usize) -> usize {
+        KvCache::bytes_per_block(&model.config, block_size)
+    }
+}
+
+impl Executor for CpuExecutor {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
+        let inputs: Vec<SeqInput<'_>> = batch
+            .seqs
+            .iter()
+            .map(|s| SeqInput {
+                tokens: s.tokens,
+                start_pos: s.start_pos,
+                block_table: s.block_table,
+                logits: if s.want_logits {
+                    LogitsRequest::Last
+                } else {
+                    LogitsRequest::None
+                },
+            })
+            .collect();
+        let out = self.model.forward(&inputs, &mut self.cache)?;
+        let rows = out
+            .seq_rows
+            .iter()
+            .map(|r| (!r.is_empty()).then(|| r.end - 1))
+            .collect();
+        Ok(StepOutput {
+            logits: out.logits,
+            rows,
+            vocab_size: out.vocab_size,
+        })
+    }
+}

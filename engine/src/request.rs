@@ -1,0 +1,86 @@
+//! What a caller submits and what it gets back.
+
+use crate::sampling::SamplingParams;
+
+/// One generation request, already tokenized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// Prompt token ids (chat template already applied).
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    /// Token ids that end generation besides the model's end-of-turn ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Strings that end generation; the matched string is not emitted.
+    pub stop_strings: Vec<String>,
+    /// Keep generating past the model's end-of-turn tokens.
+    pub ignore_eos: bool,
+    /// Smaller runs sooner; 0 is normal. Waiting requests age, so a large
+    /// value delays a request but never starves it.
+    pub priority: i32,
+}
+
+impl GenerateRequest {
+    /// A greedy request for `prompt` with default settings.
+    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+            priority: 0,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-turn (or a requested stop) token.
+    EndTurn,
+    /// A stop string matched; it is the string.
+    StopSequence(String),
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The sequence reached the model's context length.
+    ContextLength,
+}
+
+impl StopReason {
+    /// The Bedrock / Anthropic name of the reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::EndTurn => "end_turn",
+            StopReason::StopSequence(_) => "stop_sequence",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextLength => "length",
+        }
+    }
+}
+
+/// Token counts of a finished request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Generated tokens, including any that formed a stop string or the
+    /// final end-of-turn token.
+    pub output_tokens: usize,
+    /// Prompt tokens whose K/V came from the prefix cache.
+    pub cached_prompt_tokens: usize,
+}
+
+/// What a request's stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenEvent {
+    /// A generated token and the text it completes (possibly empty: part of
+    /// a character, a special token, or text held back as a possible start
+    /// of a stop string).
+    Token { id: u32, text: String },
+    /// The request ended normally; the last event of the stream.
+    Finished { reason: StopReason, usage: Usage },
+    /// The request failed; the last event of the stream.
+    Error { message: String },
+}
