@@ -33,6 +33,29 @@ impl CpuExecutor {
         Self { model, cache, caps }
     }
 
+    /// A backend whose K/V cache fills `bytes` (whole blocks), capped at
+    /// `max_tokens` token slots; logs the size chosen.
+    pub fn with_memory_budget(
+        model: Arc<Model>,
+        block_size: usize,
+        bytes: usize,
+        max_tokens: usize,
+    ) -> Result<Self, ExecutorError> {
+        let per_block = Self::bytes_per_block(&model, block_size.max(1));
+        let blocks = (bytes / per_block.max(1)).min(max_tokens.div_ceil(block_size.max(1)));
+        if blocks == 0 {
+            return Err(ExecutorError::Backend(format!(
+                "a KV cache of {bytes} bytes holds no block of {block_size} tokens ({per_block} bytes each)"
+            )));
+        }
+        tracing::info!(
+            "KV cache: {blocks} blocks of {block_size} tokens = {} tokens, {:.1} MiB",
+            blocks * block_size,
+            (blocks * per_block) as f64 / (1 << 20) as f64
+        );
+        Ok(Self::new(model, block_size, blocks))
+    }
+
     /// Bytes of K/V memory one block takes for `model`.
     pub fn bytes_per_block(model: &Model, block_size: usize) -> usize {
         KvCache::bytes_per_block(&model.config, block_size)

@@ -1,8 +1,11 @@
 //! Command-line interface: argument parsing and dispatch.
 
+mod batch;
+mod engine_args;
 mod generate;
 mod load;
 mod perplexity;
+mod prompt;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use factory_kernels::cpu::ActivationMode;
@@ -49,6 +52,8 @@ pub struct ModelArgs {
 pub enum Command {
     /// Generate a reply to one prompt, streaming text to stdout.
     Generate(generate::GenerateArgs),
+    /// Run many prompts from a JSONL file concurrently; print each result and the throughput.
+    Batch(batch::BatchArgs),
     /// Teacher-forced perplexity of a model over a text file.
     Perplexity(perplexity::PerplexityArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
@@ -59,6 +64,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
+        Command::Batch(a) => batch::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::FetchDefaultModel => {
             let path = factory_models::default_model::ensure()?;
