@@ -111,6 +111,8 @@ pub struct Sampler {
     counts: HashMap<u32, u32>,
     /// Penalized copy of the logits, reused across steps.
     scratch: Vec<f32>,
+    /// Candidate (token, scaled logit) pairs, reused across steps.
+    cand: Vec<(u32, f32)>,
 }
 
 impl Sampler {
@@ -131,6 +133,7 @@ impl Sampler {
             rng,
             counts,
             scratch: Vec::new(),
+            cand: Vec::new(),
         }
     }
 
@@ -179,55 +182,98 @@ impl Sampler {
     }
 
     /// Temperature, top-k, min-p, top-p and the draw, on final logits.
+    ///
+    /// Never sorts the whole vocabulary: top-k is a selection, and the
+    /// min-p / top-p cuts sort only a head of the best candidates, grown
+    /// until both cuts fall inside it.
     fn pick(&mut self, logits: &[f32]) -> u32 {
         if self.params.temperature == 0.0 {
             return argmax(logits);
         }
         let inv_t = 1.0 / self.params.temperature;
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
-            .collect();
-        if cand.is_empty() {
-            return argmax(logits);
-        }
-        // Highest first; ties broken by id so the order is deterministic.
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.params.top_k > 0 {
-            cand.truncate(self.params.top_k);
-        }
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|(_, l)| (l - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        let mut keep = probs.len();
-        if self.params.min_p > 0.0 {
-            let floor = self.params.min_p * probs[0];
-            keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
-        }
-        if self.params.top_p < 1.0 {
-            let mut acc = 0.0;
-            let n = probs
+        let mut cand = std::mem::take(&mut self.cand);
+        cand.clear();
+        cand.extend(
+            logits
                 .iter()
-                .take_while(|&&p| {
-                    let inside = acc < self.params.top_p;
-                    acc += p;
-                    inside
-                })
-                .count();
-            keep = keep.min(n.max(1));
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l * inv_t)),
+        );
+        let token = self.pick_from(&mut cand).unwrap_or_else(|| argmax(logits));
+        self.cand = cand;
+        token
+    }
+
+    fn pick_from(&mut self, cand: &mut Vec<(u32, f32)>) -> Option<u32> {
+        // Highest first; ties broken by id so the order is deterministic.
+        let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let p = &self.params;
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.select_nth_unstable_by(p.top_k - 1, better);
+            cand.truncate(p.top_k);
         }
-        let kept: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.random::<f32>() * kept;
-        for (i, p) in probs[..keep].iter().enumerate() {
-            if r < *p {
-                return cand[i].0;
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return None;
+        }
+        let total: f32 = cand.iter().map(|c| (c.1 - max).exp()).sum();
+        if p.min_p <= 0.0 && p.top_p >= 1.0 {
+            // No cut by rank: draw straight from the softmax.
+            let mut r = self.rng.random::<f32>() * total;
+            for c in cand.iter() {
+                let w = (c.1 - max).exp();
+                if r < w {
+                    return Some(c.0);
+                }
+                r -= w;
             }
-            r -= p;
+            return cand.last().map(|c| c.0);
         }
-        cand[keep - 1].0
+        let mut head = cand.len().min(64);
+        loop {
+            if head < cand.len() {
+                cand.select_nth_unstable_by(head - 1, better);
+            }
+            cand[..head].sort_unstable_by(better);
+            let probs: Vec<f32> = cand[..head]
+                .iter()
+                .map(|c| (c.1 - max).exp() / total)
+                .collect();
+            let mut keep = head;
+            let mut settled = true;
+            if p.min_p > 0.0 {
+                let floor = p.min_p * probs[0];
+                let n = probs.iter().take_while(|&&q| q >= floor).count();
+                settled &= n < head || head == cand.len();
+                keep = keep.min(n.max(1));
+            }
+            if p.top_p < 1.0 {
+                let mut acc = 0.0;
+                let n = probs
+                    .iter()
+                    .take_while(|&&q| {
+                        let inside = acc < p.top_p;
+                        acc += q;
+                        inside
+                    })
+                    .count();
+                settled &= n < head || head == cand.len();
+                keep = keep.min(n.max(1));
+            }
+            if settled {
+                let kept: f32 = probs[..keep].iter().sum();
+                let mut r = self.rng.random::<f32>() * kept;
+                for (i, q) in probs[..keep].iter().enumerate() {
+                    if r < *q {
+                        return Some(cand[i].0);
+                    }
+                    r -= q;
+                }
+                return Some(cand[keep - 1].0);
+            }
+            head = (head * 4).min(cand.len());
+        }
     }
 }
 
@@ -483,7 +529,65 @@ mod tests {
         l
     }
 
+    /// The tokens top-k, min-p and top-p allow, by a full sort.
+    fn allowed_by_full_sort(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
+        let mut c: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .collect();
+        c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 {
+            c.truncate(p.top_k);
+        }
+        let max = c[0].1;
+        let total: f32 = c.iter().map(|x| (x.1 - max).exp()).sum();
+        let probs: Vec<f32> = c.iter().map(|x| (x.1 - max).exp() / total).collect();
+        let mut keep = c.len();
+        if p.min_p > 0.0 {
+            keep = keep.min(
+                probs
+                    .iter()
+                    .take_while(|&&q| q >= p.min_p * probs[0])
+                    .count()
+                    .max(1),
+            );
+        }
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let n = probs
+                .iter()
+                .take_while(|&&q| {
+                    let inside = acc < p.top_p;
+                    acc += q;
+                    inside
+                })
+                .count();
+            keep = keep.min(n.max(1));
+        }
+        c[..keep].iter().map(|x| x.0).collect()
+    }
+
     proptest::proptest! {
+        /// Sorting only a growing head picks from exactly the set a full
+        /// sort allows, also when the nucleus is wider than the first head.
+        #[test]
+        fn partial_sort_cuts_match_a_full_sort(
+            logits in proptest::collection::vec(-3.0f32..3.0, 1..600),
+            top_k in 0usize..400,
+            top_p in 0.05f32..1.0,
+            min_p in 0.0f32..0.5,
+            seed: u64,
+        ) {
+            let p = SamplingParams { temperature: 1.0, top_k, top_p, min_p, seed: Some(seed), ..Default::default() };
+            let allowed = allowed_by_full_sort(&logits, &p);
+            let mut s = Sampler::new(p, &[]);
+            for _ in 0..20 {
+                let t = s.sample(&logits);
+                proptest::prop_assert!(allowed.contains(&t), "{} not in {:?}", t, allowed);
+            }
+        }
+
         #[test]
         fn neutral_penalties_change_nothing(
             logits in proptest::collection::vec(-5.0f32..5.0, 1..20),

@@ -128,7 +128,7 @@ pub enum AdmitError {
     Duplicate(SeqId),
     #[error("the prompt is empty")]
     EmptyPrompt,
-    #[error("the request needs {needed} KV blocks but the cache has only {total}")]
+    #[error("prompt plus max_tokens need {needed} KV blocks but the cache has only {total}; lower max_tokens or give the KV cache more memory")]
     TooLarge { needed: usize, total: usize },
 }
 

@@ -1,0 +1,112 @@
+//! The threaded engine behind `EngineHandle`: async streams, drop-to-abort,
+//! refusals at submit, many concurrent streams.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use factory_engine::{EngineHandle, GenerateRequest, StopReason, SubmitError, TokenEvent};
+
+fn handle(setup: &Setup) -> EngineHandle {
+    EngineHandle::spawn(engine(setup)).expect("engine thread")
+}
+
+/// Waits (bounded) until the engine's stats satisfy `ok`.
+fn wait_for(h: &EngineHandle, ok: impl Fn(&factory_engine::EngineStats) -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if ok(&h.stats()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn concurrent_async_streams_each_get_their_own_tokens() {
+    let h = handle(&Setup::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let results = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..40u64 {
+            let h = h.clone();
+            set.spawn(async move {
+                let p = prompt(i, 5 + (i as usize * 7) % 60);
+                let mut s = h.submit(GenerateRequest::new(p.clone(), 10)).unwrap();
+                let mut tokens = Vec::new();
+                let mut reason = None;
+                while let Some(ev) = s.next().await {
+                    match ev {
+                        TokenEvent::Token { id, .. } => tokens.push(id),
+                        TokenEvent::Finished { reason: r, .. } => reason = Some(r),
+                        TokenEvent::Error { message } => panic!("{message}"),
+                    }
+                }
+                (p, tokens, reason)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    });
+    assert_eq!(results.len(), 40);
+    for (p, tokens, reason) in results {
+        assert_eq!(tokens, expected(&p, 10));
+        assert_eq!(reason, Some(StopReason::MaxTokens));
+    }
+    assert!(wait_for(&h, |s| s.running == 0
+        && s.waiting == 0
+        && s.kv_blocks_free == s.kv_blocks_total));
+}
+
+#[test]
+fn dropping_a_stream_aborts_the_request_and_frees_its_blocks() {
+    let setup = Setup::default();
+    let h = handle(&setup);
+    let mut s = h.submit(GenerateRequest::new(prompt(1, 50), 1000)).unwrap();
+    // Let it run a little, then walk away.
+    for _ in 0..5 {
+        assert!(matches!(s.blocking_next(), Some(TokenEvent::Token { .. })));
+    }
+    assert!(h.stats().kv_blocks_free < setup.num_blocks);
+    drop(s);
+    assert!(
+        wait_for(&h, |s| s.running == 0
+            && s.kv_blocks_free == setup.num_blocks),
+        "blocks not freed: {:?}",
+        h.stats()
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_at_submit() {
+    let h = handle(&Setup {
+        max_model_len: 32,
+        ..Setup::default()
+    });
+    assert_eq!(
+        h.submit(GenerateRequest::new(vec![], 4)).err(),
+        Some(SubmitError::EmptyPrompt)
+    );
+    assert!(matches!(
+        h.submit(GenerateRequest::new(vec![7; 40], 4)).err(),
+        Some(SubmitError::PromptTooLong {
+            prompt: 40,
+            limit: 32
+        })
+    ));
+    // The engine still serves good requests afterwards.
+    let mut s = h.submit(GenerateRequest::new(vec![7; 8], 2)).unwrap();
+    let mut last = None;
+    while let Some(ev) = s.blocking_next() {
+        last = Some(ev);
+    }
+    assert!(matches!(last, Some(TokenEvent::Finished { .. })));
+}
