@@ -79,8 +79,13 @@ pub fn paged_attention(
     });
 }
 
+/// Positions scored together: one exp pass and one max update per chunk.
+const CHUNK: usize = 32;
+
 /// Online-softmax attention of one query head over `len` cached positions,
-/// accumulating straight into `acc`.
+/// accumulating straight into `acc`. Positions go by chunks: scores first,
+/// then one running-max update and a vectorizable exp over the chunk, then
+/// the weighted V rows, so the per-position scalar `exp` calls are gone.
 fn attend_one(
     q: &[f32],
     kv: &KvLayerView<'_>,
@@ -96,23 +101,70 @@ fn attend_one(
     acc.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut denom = 0f32;
-    for p in 0..len {
-        let block = table[p / kv.block_size] as usize;
-        let base = (block * kv.block_size + p % kv.block_size) * row + kv_head * hd;
-        let k = &kv.k[base..base + hd];
-        let s = (kern.dot_plain)(q, k) * shape.scale;
-        if s > max {
-            let f = (max - s).exp();
-            denom *= f;
-            (kern.scale)(f, acc);
-            max = s;
+    let mut scores = [0f32; CHUNK];
+    let mut bases = [0usize; CHUNK];
+    let mut p0 = 0;
+    while p0 < len {
+        let n = CHUNK.min(len - p0);
+        let mut cmax = f32::NEG_INFINITY;
+        for j in 0..n {
+            let p = p0 + j;
+            let block = table[p / kv.block_size] as usize;
+            let base = (block * kv.block_size + p % kv.block_size) * row + kv_head * hd;
+            bases[j] = base;
+            let s = (kern.dot_plain)(q, &kv.k[base..base + hd]) * shape.scale;
+            scores[j] = s;
+            cmax = cmax.max(s);
         }
-        let w = (s - max).exp();
-        denom += w;
-        (kern.axpy)(w, &kv.v[base..base + hd], acc);
+        if cmax > max {
+            if denom > 0.0 {
+                let f = (max - cmax).exp();
+                denom *= f;
+                (kern.scale)(f, acc);
+            }
+            max = cmax;
+        }
+        let w = &mut scores[..n];
+        for x in w.iter_mut() {
+            *x -= max;
+        }
+        exp_nonpositive(w);
+        for (j, &wj) in w.iter().enumerate() {
+            denom += wj;
+            (kern.axpy)(wj, &kv.v[bases[j]..bases[j] + hd], acc);
+        }
+        p0 += n;
     }
     if denom > 0.0 {
         (kern.scale)(1.0 / denom, acc);
+    }
+}
+
+/// `x = exp(x)` for `x <= 0` (NaN stays NaN), written so the loop
+/// vectorizes: x = n·ln 2 + r with integer n (exponent bits) and
+/// |r| <= ln 2 / 2 (a degree-7 polynomial); ln 2 is split in two (Cody-Waite)
+/// so r keeps full precision. Relative error below 3e-7.
+fn exp_nonpositive(xs: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5·2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    for x in xs.iter_mut() {
+        // Below -87 the result underflows to (almost) zero anyway.
+        let xc = x.max(-87.0);
+        let n = (xc * LOG2E + ROUND) - ROUND;
+        let r = (xc - n * LN2_HI) - n * LN2_LO;
+        let p = 1.0
+            + r * (1.0
+                + r * (0.5
+                    + r * (1.0 / 6.0
+                        + r * (1.0 / 24.0
+                            + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+        let bits = ((n as i32 + 127) as u32) << 23;
+        let e = p * f32::from_bits(bits);
+        // x.max() maps NaN to -87: keep NaN visible.
+        *x = if x.is_nan() { *x } else { e };
     }
 }
 
@@ -152,6 +204,72 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn vectorizable_exp_matches_libm() {
+        let mut worst = 0f32;
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 0.0005;
+            let mut v = [x];
+            exp_nonpositive(&mut v);
+            let want = x.exp();
+            if want > 1e-30 {
+                worst = worst.max(((v[0] - want) / want).abs());
+            }
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        let mut v = [f32::NEG_INFINITY, -1000.0, 0.0, f32::NAN];
+        exp_nonpositive(&mut v);
+        assert!(v[0] < 1e-37 && v[1] < 1e-37 && v[2] == 1.0 && v[3].is_nan());
+    }
+
+    #[test]
+    fn long_contexts_with_wide_score_ranges_match_dense_attention() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let shape = AttentionShape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 16,
+            scale: 1.3,
+        };
+        let (bs, ctx, new) = (16usize, 150usize, 5usize);
+        let row = shape.kv_heads * shape.head_dim;
+        // Scores grow along the context so the running max moves often.
+        let k: Vec<f32> = (0..ctx * row)
+            .map(|i| rng.random_range(-1.0f32..1.0) * (1.0 + (i / row) as f32 / 40.0))
+            .collect();
+        let v: Vec<f32> = (0..ctx * row)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let q: Vec<f32> = (0..new * shape.heads * shape.head_dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let blocks = ctx.div_ceil(bs);
+        let table: Vec<u32> = (0..blocks as u32).rev().collect();
+        let slots: Vec<usize> = (0..ctx)
+            .map(|p| table[p / bs] as usize * bs + p % bs)
+            .collect();
+        let mut ck = vec![f32::NAN; blocks * bs * row];
+        let mut cv = vec![f32::NAN; blocks * bs * row];
+        write_kv(&mut ck, &mut cv, &slots, &k, &v);
+        let view = KvLayerView {
+            k: &ck,
+            v: &cv,
+            block_size: bs,
+        };
+        let seq = SeqAttention {
+            q_start: 0,
+            q_len: new,
+            context_len: ctx,
+            block_table: &table,
+        };
+        let mut out = vec![f32::NAN; q.len()];
+        paged_attention(&q, &view, &[seq], shape, &mut out);
+        let want = dense(&q, &k, &v, shape, ctx - new);
+        for (a, b) in want.iter().zip(&out) {
+            assert!((a - b).abs() < 2e-5, "{a} vs {b}");
+        }
     }
 
     #[test]
