@@ -1,0 +1,4 @@
+//! factory's server library: the Bedrock Runtime protocol building blocks.
+#![warn(missing_docs)]
+
+pub mod bedrock;
