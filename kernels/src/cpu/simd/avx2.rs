@@ -36,6 +36,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: None,
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
+    gemm_t: None,
+    gemm_t_rows: 1,
 };
 
 /// Safe entry points for the table.

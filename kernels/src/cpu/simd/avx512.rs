@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_bits, f16x8, hsum, hsum4, ld16b, ld32b, ldq, nibbles};
-use super::{Isa, Kernels, PREPARED_Q4_BLOCK};
+use super::{Isa, Kernels, GEMM_T_LANES, PREPARED_Q4_BLOCK};
 use crate::cpu::quant::{BlockQ8, QK};
 
 pub(super) static KERNELS: Kernels = Kernels {
@@ -36,6 +36,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: Some(dot_q4_1p_w),
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
+    gemm_t: Some(gemm_t_w),
+    gemm_t_rows: JT,
 };
 
 /// Safe entry points for the table.
@@ -70,6 +72,7 @@ safe_wrappers! {
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
+    gemm_t_w => gemm_t[xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
     dot_q4_1p_w => dot_q4p::<true>[row: &[u8], xp: &[f32]] -> f32;
 }
@@ -547,6 +550,69 @@ fn dequant_q4<const Q4_1: bool>(row: &[u8], out: &mut [f32]) {
             st(o, 16, _mm512_mul_ps(d, w1));
         }
     }
+}
+
+// ---------------------------------------------------------------- block product on transposed activations
+
+/// Weight rows per transposed tile: 12 rows x 2 vectors = 24 accumulators.
+const JT: usize = 12;
+
+/// See [`super::GemmT`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn gemm_t(xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
+    let c = w.len();
+    if k == 0 || c == 0 {
+        return;
+    }
+    assert!(xt.len() >= k * GEMM_T_LANES, "gemm_t: xt too short");
+    assert!(out.len() >= c * GEMM_T_LANES, "gemm_t: out too short");
+    assert!(
+        w.iter().all(|r| r.len() >= 4 * k),
+        "gemm_t: short weight row"
+    );
+    let mut j0 = 0;
+    while j0 < c {
+        let jr = JT.min(c - j0);
+        // A short last group repeats its last row; those results are dropped.
+        let wp: [*const f32; JT] = std::array::from_fn(|t| w[j0 + t.min(jr - 1)].as_ptr().cast());
+        // SAFETY: `xt` holds k rows of GEMM_T_LANES f32 and every `wp` row
+        // has at least k f32 (both checked above).
+        let acc = unsafe { tile_t(xt.as_ptr(), wp, k) };
+        for (t, a) in acc.iter().enumerate().take(jr) {
+            let o = &mut out[(j0 + t) * GEMM_T_LANES..][..GEMM_T_LANES];
+            // SAFETY: `o` is GEMM_T_LANES = 32 f32: two unaligned stores fit.
+            unsafe {
+                _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16), a[1]);
+            }
+        }
+        j0 += JT;
+    }
+}
+
+/// `JT x 32` sums over `k`, one lane per (weight row, input row), in `k` order.
+///
+/// # Safety
+/// `xt` must be valid for reading `32 k` f32 and every `wp` row for `k` f32
+/// (at any alignment).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_t(xt: *const f32, wp: [*const f32; JT], k: usize) -> [[__m512; 2]; JT] {
+    let mut acc = [[_mm512_setzero_ps(); 2]; JT];
+    for i in 0..k {
+        // SAFETY: i < k: row i of `xt` and element i of each weight row exist.
+        unsafe {
+            let x0 = _mm512_loadu_ps(xt.add(i * GEMM_T_LANES));
+            let x1 = _mm512_loadu_ps(xt.add(i * GEMM_T_LANES + 16));
+            for t in 0..JT {
+                // Weight rows may sit at any byte address.
+                let b = _mm512_set1_ps(wp[t].add(i).read_unaligned());
+                acc[t][0] = _mm512_fmadd_ps(b, x0, acc[t][0]);
+                acc[t][1] = _mm512_fmadd_ps(b, x1, acc[t][1]);
+            }
+        }
+    }
+    acc
 }
 
 // ---------------------------------------------------------------- prefill block product

@@ -182,6 +182,14 @@ pub type PreparedQ4Dot = fn(&[u8], &[f32]) -> f32;
 /// `c = w.len()` weight rows (each `k` little-endian f32, any alignment),
 /// `out[r * c + j] = x[r] · w[j]`. `out` holds at least `m * c`.
 pub type GemmRows = fn(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]);
+/// Input rows one [`GemmT`] call covers (zero-padded).
+pub const GEMM_T_LANES: usize = 32;
+/// Block product on transposed activations: `xt` is `[k, GEMM_T_LANES]`
+/// (column `r` is input row `r`), `w` holds `c` weight rows (each `k`
+/// little-endian f32, any alignment), and `out[j * GEMM_T_LANES + r] =
+/// x[r] · w[j]`, each sum taken in plain `k` order. Weights are broadcast
+/// and input rows fill the vector lanes, so no horizontal sums are needed.
+pub type GemmT = fn(xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]);
 
 /// One instruction-set level's kernels. Tables come only from
 /// [`Kernels::get`] / [`Kernels::for_isa`], which check the CPU first, so
@@ -231,6 +239,10 @@ pub struct Kernels {
     pub gemm_rows: GemmRows,
     /// Weight rows per [`GemmRows`] register tile: callers group rows by it.
     pub gemm_nr: usize,
+    /// The block product on transposed activations, where the table has one.
+    pub gemm_t: Option<GemmT>,
+    /// Weight rows per [`GemmT`] register tile.
+    pub gemm_t_rows: usize,
 }
 
 static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();

@@ -30,6 +30,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: None,
     gemm_rows,
     gemm_nr: 4,
+    gemm_t: None,
+    gemm_t_rows: 1,
 };
 
 /// f16 row to f32.

@@ -547,3 +547,52 @@ fn block_product_matches_scalar_dots() {
         }
     }
 }
+
+#[test]
+fn transposed_block_product_matches_scalar_dots() {
+    use crate::cpu::simd::GEMM_T_LANES as L;
+    let mut r = rng(7);
+    for k in tables() {
+        let Some(gt) = k.gemm_t else { continue };
+        for &(m, c, kk) in &[
+            (1, 1, 1),
+            (32, 12, 16),
+            (5, 13, 33),
+            (31, 25, 576),
+            (17, 7, 1541),
+        ] {
+            let x = random(&mut r, m * kk);
+            let w = random(&mut r, c * kk);
+            let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let (buf, at) = unaligned(&bytes);
+            let rows: Vec<&[u8]> = buf[at].chunks_exact(4 * kk).collect();
+            // Lanes past m hold NaN: they must not leak into real lanes.
+            let mut xt = vec![f32::NAN; kk * L];
+            for i in 0..m {
+                for e in 0..kk {
+                    xt[e * L + i] = x[i * kk + e];
+                }
+            }
+            let mut got = vec![f32::NAN; c * L];
+            gt(&xt, kk, &rows, &mut got);
+            for i in 0..m {
+                for j in 0..c {
+                    let xr = &x[i * kk..(i + 1) * kk];
+                    let want = matmul::dot_f32_f32(rows[j], xr);
+                    let sc: f32 = xr
+                        .iter()
+                        .zip(&w[j * kk..(j + 1) * kk])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    assert_close(
+                        k.isa,
+                        &format!("gemm_t m={m} c={c} k={kk} ({i},{j})"),
+                        got[j * L + i],
+                        want,
+                        sc,
+                    );
+                }
+            }
+        }
+    }
+}
