@@ -6,6 +6,7 @@ mod generate;
 mod load;
 mod perplexity;
 mod prompt;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use factory_kernels::cpu::ActivationMode;
@@ -56,6 +57,8 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Teacher-forced perplexity of a model over a text file.
     Perplexity(perplexity::PerplexityArgs),
+    /// Serve the Bedrock Runtime API over HTTP (default 127.0.0.1:8080).
+    Serve(serve::ServeArgs),
     /// Fetch the default model into the cache (if it is not there) and print its path.
     FetchDefaultModel,
 }
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Batch(a) => batch::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::FetchDefaultModel => {
             let path = factory_models::default_model::ensure()?;
             println!("{}", path.display());

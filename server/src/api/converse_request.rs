@@ -1,0 +1,335 @@
+//! Converse / ConverseStream request bodies (reference/bedrock-api.md 5.1) into
+//! an [`Invocation`], with Bedrock's own validation messages (3.4).
+
+use serde_json::{Map, Value};
+
+use crate::bedrock::BedrockError;
+use crate::prompt::{Generation, Invocation, Prompt, Role, Turn};
+
+/// Parses a Converse body (also CountTokens' `converse` input).
+pub fn parse_converse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
+    for (key, what) in [
+        ("toolConfig", "This model doesn't support tool use."),
+        (
+            "guardrailConfig",
+            "Guardrails are not supported by this endpoint.",
+        ),
+        (
+            "promptVariables",
+            "Prompt variables are only valid with a prompt resource.",
+        ),
+        (
+            "outputConfig",
+            "Structured output is not supported by this endpoint.",
+        ),
+    ] {
+        if body.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(BedrockError::validation(what));
+        }
+    }
+    let turns = parse_messages(body.get("messages"))?;
+    let system = parse_system(body.get("system"))?;
+    let mut generation = parse_inference_config(body.get("inferenceConfig"))?;
+    apply_additional_fields(body.get("additionalModelRequestFields"), &mut generation)?;
+    Ok(Invocation {
+        prompt: Prompt::Chat { system, turns },
+        generation,
+    })
+}
+
+fn invalid_type(field: &str, expected: &str) -> BedrockError {
+    BedrockError::validation(format!("Invalid type for {field}: expected {expected}."))
+}
+
+fn parse_messages(messages: Option<&Value>) -> Result<Vec<Turn>, BedrockError> {
+    let Some(messages) = messages.filter(|v| !v.is_null()) else {
+        return Err(BedrockError::validation(
+            "The messages field is required. Add at least one message and try again.",
+        ));
+    };
+    let list = messages
+        .as_array()
+        .ok_or_else(|| invalid_type("messages", "a list"))?;
+    if list.is_empty() {
+        return Err(BedrockError::validation(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+        ));
+    }
+    let mut turns = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let m = m
+            .as_object()
+            .ok_or_else(|| invalid_type(&format!("messages.{i}"), "an object"))?;
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(BedrockError::validation(format!(
+                    "Value '{other}' at 'messages.{i}.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]"
+                )))
+            }
+            None => {
+                return Err(BedrockError::validation(format!(
+                    "The role field is required in messages.{i}."
+                )))
+            }
+        };
+        if i == 0 && role != Role::User {
+            return Err(BedrockError::validation(
+                "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+            ));
+        }
+        if turns.last().is_some_and(|t: &Turn| t.role == role) {
+            return Err(BedrockError::validation(
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.",
+            ));
+        }
+        let text = content_text(m.get("content"), &format!("messages.{i}"))?;
+        turns.push(Turn { role, text });
+    }
+    Ok(turns)
+}
+
+/// Joins a message's text blocks; other block kinds are refused.
+fn content_text(content: Option<&Value>, at: &str) -> Result<String, BedrockError> {
+    let blocks = content
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid_type(&format!("{at}.content"), "a list"))?;
+    if blocks.is_empty() {
+        return Err(BedrockError::validation(format!(
+            "The content field in the Message object at {at} is empty. Add a ContentBlock object to the content field and try again."
+        )));
+    }
+    let mut parts = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let block = block.as_object().filter(|b| b.len() == 1).ok_or_else(|| {
+            BedrockError::validation(format!(
+                "The ContentBlock object at {at}.content.{j} must set exactly one field."
+            ))
+        })?;
+        match block.iter().next() {
+            Some((k, Value::String(text))) if k == "text" => {
+                if text.trim().is_empty() {
+                    return Err(BedrockError::validation(format!(
+                        "The text field in the ContentBlock object at {at}.content.{j} is blank. Add text to the text field, and try again."
+                    )));
+                }
+                parts.push(text.as_str());
+            }
+            Some((k, _)) if k == "text" => {
+                return Err(invalid_type(&format!("{at}.content.{j}.text"), "a string"))
+            }
+            // A prompt-cache marker changes nothing here: the prefix cache is automatic.
+            Some((k, _)) if k == "cachePoint" => {}
+            Some((k, _)) if k == "toolUse" || k == "toolResult" => {
+                return Err(BedrockError::validation("This model doesn't support tool use."))
+            }
+            Some((k, _)) => {
+                return Err(BedrockError::validation(format!(
+                    "This model doesn't support the {k} content block at {at}.content.{j}. Remove it and try again."
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(parts.join("\n"))
+}
+
+fn parse_system(system: Option<&Value>) -> Result<Option<String>, BedrockError> {
+    let Some(system) = system.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let blocks = system
+        .as_array()
+        .ok_or_else(|| invalid_type("system", "a list"))?;
+    let mut parts = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        match block.as_object().and_then(|b| b.iter().next()) {
+            Some((k, Value::String(text))) if k == "text" => {
+                if text.trim().is_empty() {
+                    return Err(BedrockError::validation(format!(
+                        "The text field in the SystemContentBlock object at system.{i} is blank. Add text to the text field, and try again."
+                    )));
+                }
+                parts.push(text.as_str());
+            }
+            Some((k, _)) if k == "cachePoint" => {}
+            _ => {
+                return Err(BedrockError::validation(format!(
+                    "The SystemContentBlock object at system.{i} is not supported: only text is."
+                )))
+            }
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("\n")))
+}
+
+fn parse_inference_config(config: Option<&Value>) -> Result<Generation, BedrockError> {
+    let mut g = Generation::default();
+    let Some(config) = config.filter(|v| !v.is_null()) else {
+        return Ok(g);
+    };
+    let config = config
+        .as_object()
+        .ok_or_else(|| invalid_type("inferenceConfig", "an object"))?;
+    if let Some(v) = config.get("maxTokens").filter(|v| !v.is_null()) {
+        let n = v.as_u64().filter(|&n| n >= 1).ok_or_else(|| {
+            range_error("inferenceConfig.maxTokens", v, "greater than or equal to 1")
+        })?;
+        g.max_tokens = Some(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    g.temperature = unit_interval(config, "temperature")?;
+    g.top_p = unit_interval(config, "topP")?;
+    if let Some(v) = config.get("stopSequences").filter(|v| !v.is_null()) {
+        let list = v
+            .as_array()
+            .ok_or_else(|| invalid_type("inferenceConfig.stopSequences", "a list"))?;
+        if list.len() > 2500 {
+            return Err(BedrockError::validation(
+                "inferenceConfig.stopSequences holds more than 2500 items.",
+            ));
+        }
+        for (i, s) in list.iter().enumerate() {
+            match s.as_str() {
+                Some(s) if !s.is_empty() => g.stop_sequences.push(s.to_string()),
+                _ => {
+                    return Err(BedrockError::validation(format!(
+                        "inferenceConfig.stopSequences.{i} must be a non-empty string."
+                    )))
+                }
+            }
+        }
+    }
+    Ok(g)
+}
+
+fn unit_interval(config: &Map<String, Value>, key: &str) -> Result<Option<f32>, BedrockError> {
+    let Some(v) = config.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match v.as_f64() {
+        Some(x) if (0.0..=1.0).contains(&x) => Ok(Some(x as f32)),
+        _ => Err(range_error(
+            &format!("inferenceConfig.{key}"),
+            v,
+            "less than or equal to 1 and greater than or equal to 0",
+        )),
+    }
+}
+
+fn range_error(at: &str, v: &Value, constraint: &str) -> BedrockError {
+    BedrockError::validation(format!(
+        "1 validation error detected: Value '{v}' at '{at}' failed to satisfy constraint: Member must be {constraint}"
+    ))
+}
+
+/// `additionalModelRequestFields`: the model-native extras this server knows.
+fn apply_additional_fields(fields: Option<&Value>, g: &mut Generation) -> Result<(), BedrockError> {
+    let Some(fields) = fields.filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let fields = fields
+        .as_object()
+        .ok_or_else(|| invalid_type("additionalModelRequestFields", "an object"))?;
+    for (key, value) in fields {
+        let conflicts = match key.as_str() {
+            "max_tokens" | "max_gen_len" => Some("maxTokens"),
+            "temperature" => Some("temperature"),
+            "top_p" => Some("topP"),
+            "stop_sequences" | "stop" => Some("stopSequences"),
+            _ => None,
+        };
+        if let Some(existing) = conflicts {
+            return Err(BedrockError::validation(format!(
+                "The additional field {key} conflicts with the existing field {existing}. Remove {key} and try again."
+            )));
+        }
+        match (key.as_str(), value.as_u64()) {
+            ("top_k" | "topK", Some(k)) => g.top_k = usize::try_from(k).ok(),
+            _ => {
+                return Err(BedrockError::validation(format!(
+                    "The model returned the following errors: Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input and try again."
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Invocation, BedrockError> {
+        parse_converse(v.as_object().unwrap_or(&Map::new()))
+    }
+
+    #[test]
+    fn a_full_request_parses() {
+        let inv = parse(json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "Hi"}, {"text": "there"}]},
+                {"role": "assistant", "content": [{"text": "Hello"}]},
+                {"role": "user", "content": [{"text": "Bye"}, {"cachePoint": {"type": "default"}}]}
+            ],
+            "system": [{"text": "Be terse."}],
+            "inferenceConfig": {"maxTokens": 7, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"]},
+            "additionalModelRequestFields": {"top_k": 40}
+        }))
+        .expect("valid");
+        let Prompt::Chat { system, turns } = inv.prompt else {
+            panic!("chat expected");
+        };
+        assert_eq!(system.as_deref(), Some("Be terse."));
+        assert_eq!(turns.len(), 3);
+        assert_eq!(turns[0].text, "Hi\nthere");
+        assert_eq!(inv.generation.max_tokens, Some(7));
+        assert_eq!(inv.generation.top_k, Some(40));
+        assert_eq!(inv.generation.stop_sequences, vec!["END".to_string()]);
+    }
+
+    #[test]
+    fn conversation_rules_use_bedrock_messages() {
+        let cases = [
+            (json!({"messages": []}), "must start with a user message"),
+            (
+                json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}),
+                "must start with a user message",
+            ),
+            (
+                json!({"messages": [
+                    {"role": "user", "content": [{"text": "a"}]},
+                    {"role": "user", "content": [{"text": "b"}]}]}),
+                "must alternate",
+            ),
+            (
+                json!({"messages": [
+                    {"role": "user", "content": [{"text": "a"}]},
+                    {"role": "assistant", "content": [{"text": " "}]}]}),
+                "at messages.1.content.0 is blank",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"text": "a"}]}],
+                       "inferenceConfig": {"temperature": 5}}),
+                "inferenceConfig.temperature",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"text": "a"}]}],
+                       "inferenceConfig": {"maxTokens": 5},
+                       "additionalModelRequestFields": {"max_tokens": 5}}),
+                "conflicts with the existing field maxTokens",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"text": "a"}]}],
+                       "toolConfig": {"tools": []}}),
+                "doesn't support tool use",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body.clone()).expect_err(&body.to_string());
+            assert_eq!(err.status(), 400);
+            assert!(err.message.contains(expected), "{}: {}", body, err.message);
+        }
+    }
+}

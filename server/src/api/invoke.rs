@@ -1,0 +1,87 @@
+//! InvokeModel and InvokeModelWithResponseStream with native bodies.
+
+use std::time::Instant;
+
+use http::{HeaderName, Response};
+
+use super::converse::STREAM_BUFFER;
+use super::generation::{complete, submit};
+use super::native;
+use super::schema::parse_object;
+use super::stream::spawn_pump;
+use super::Call;
+use crate::bedrock::BedrockError;
+use crate::http::response::{event_stream_response, json_response, set_header};
+use crate::http::{ChannelBody, ResponseBody};
+use crate::prompt::Invocation;
+
+/// Parses the native body for the family the requested id selects.
+fn parse(call: &Call<'_>) -> Result<Invocation, BedrockError> {
+    if let Some(ct) = call.headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        if !ct
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(BedrockError::validation(format!(
+                "The content type {ct} is not supported: specify application/json."
+            )));
+        }
+    }
+    let family = call.model.family_for(call.requested_id);
+    native::parse(family, &parse_object(call.body)?)
+}
+
+/// `POST /model/{id}/invoke`.
+pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
+    let started = Instant::now();
+    let invocation = parse(&call)?;
+    let req = call
+        .model
+        .generate_request(&invocation, call.default_max_tokens)?;
+    let completion = complete(submit(call.model, req)?, started).await?;
+    let family = call.model.family_for(call.requested_id);
+    let mut resp = json_response(&native::response(family, &completion, call.requested_id));
+    let counts = [
+        (
+            "x-amzn-bedrock-input-token-count",
+            completion.usage.prompt_tokens as u64,
+        ),
+        (
+            "x-amzn-bedrock-output-token-count",
+            completion.usage.output_tokens as u64,
+        ),
+        ("x-amzn-bedrock-invocation-latency", completion.latency_ms),
+    ];
+    for (name, value) in counts {
+        set_header(&mut resp, HeaderName::from_static(name), &value.to_string());
+    }
+    Ok(resp)
+}
+
+/// `POST /model/{id}/invoke-with-response-stream`.
+pub fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
+    let started = Instant::now();
+    let invocation = parse(&call)?;
+    let req = call
+        .model
+        .generate_request(&invocation, call.default_max_tokens)?;
+    let prompt_tokens = req.prompt.len();
+    let stream = submit(call.model, req)?;
+    let family = call.model.family_for(call.requested_id);
+    let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
+    spawn_pump(
+        stream,
+        native::encoder(family, call.requested_id, prompt_tokens),
+        tx,
+        started,
+    );
+    let mut resp = event_stream_response(body);
+    set_header(
+        &mut resp,
+        HeaderName::from_static("x-amzn-bedrock-content-type"),
+        "application/json",
+    );
+    Ok(resp)
+}

@@ -1,0 +1,50 @@
+//! Native InvokeModel bodies, one module per model family; the family follows
+//! the model id's provider prefix.
+
+pub mod anthropic;
+pub mod meta;
+pub mod mistral;
+pub mod nova;
+pub mod titan;
+
+use serde_json::{Map, Value};
+
+use super::converse_output::ConverseEncoder;
+use super::generation::Completion;
+use super::stream::StreamEncoder;
+use crate::bedrock::BedrockError;
+use crate::model_id::Family;
+use crate::prompt::Invocation;
+
+/// Parses a native body of `family`.
+pub fn parse(family: Family, body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
+    match family {
+        Family::Meta => meta::parse(body),
+        Family::Mistral => mistral::parse(body),
+        Family::Anthropic => anthropic::parse(body),
+        Family::Titan => titan::parse(body),
+        Family::Nova => nova::parse(body),
+    }
+}
+
+/// The native response body; `model` is the id the client used.
+pub fn response(family: Family, c: &Completion, model: &str) -> Value {
+    match family {
+        Family::Meta => meta::response(c),
+        Family::Mistral => mistral::response(c),
+        Family::Anthropic => anthropic::response(c, model),
+        Family::Titan => titan::response(c),
+        Family::Nova => nova::response(c),
+    }
+}
+
+/// The stream-chunk encoder of `family`.
+pub fn encoder(family: Family, model: &str, prompt_tokens: usize) -> Box<dyn StreamEncoder> {
+    match family {
+        Family::Meta => Box::new(meta::Encoder::new(prompt_tokens)),
+        Family::Mistral => Box::new(mistral::Encoder),
+        Family::Anthropic => Box::new(anthropic::Encoder::new(model, prompt_tokens)),
+        Family::Titan => Box::new(titan::Encoder::new(prompt_tokens)),
+        Family::Nova => Box::new(ConverseEncoder::chunks()),
+    }
+}

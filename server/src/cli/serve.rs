@@ -1,0 +1,124 @@
+//! `factory serve`: the Bedrock Runtime API over HTTP for one model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use factory_models::default_model;
+use factory_server::config::FileConfig;
+use factory_server::credentials::{self, KeyPair};
+use factory_server::{Auth, Family, ServedModel, Service};
+
+use super::engine_args::{start_engine, EngineArgs};
+use super::load::load_bundle;
+use super::ModelArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Listen address [default: 127.0.0.1:8080, or the config file's `addr`].
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// A TOML file: model ids and aliases, limits, credentials.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The id clients address the model by [default: the config's, else
+    /// smollm2-135m-instruct for the default model, else the file name].
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Accept unauthenticated requests (logs a warning for each).
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let auth = auth(&file, args.no_auth)?;
+    let addr = args
+        .addr
+        .clone()
+        .or_else(|| file.addr.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut bundle = load_bundle(&args.model)?;
+    let engine = start_engine(&bundle, &args.engine)?;
+    let mut model = ServedModel::new(
+        model_id(&args, &file),
+        engine,
+        Arc::new(bundle.tokenizer.clone()),
+        bundle.chat_template.take().map(Arc::new),
+    );
+    model.aliases = file.model.aliases.clone();
+    model.default_family = file.model.native_format.unwrap_or(Family::Anthropic);
+    let ids = std::iter::once(&model.id)
+        .chain(&model.aliases)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let service = Service::new(file.service_config(), auth, model);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API)");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        service.serve(listener, shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn model_id(args: &ServeArgs, file: &FileConfig) -> String {
+    if let Some(id) = args.model_id.clone().or_else(|| file.model.id.clone()) {
+        return id;
+    }
+    if args.model.model == "default" {
+        return default_model::MODEL_ID.to_string();
+    }
+    let path = PathBuf::from(&args.model.model);
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| args.model.model.clone())
+}
+
+/// Credentials from the config file and environment; with none, a key pair
+/// generated once and kept in the state directory.
+fn auth(file: &FileConfig, no_auth: bool) -> anyhow::Result<Auth> {
+    if no_auth {
+        tracing::warn!("--no-auth: every request is accepted without credentials");
+        return Ok(Auth::Disabled);
+    }
+    let mut extra: Vec<KeyPair> = KeyPair::from_env().into_iter().collect();
+    if file.auth.is_empty() && extra.is_empty() {
+        let dir = credentials::state_dir();
+        let (pair, created) = credentials::load_or_create(&dir)?;
+        let path = dir.join(credentials::FILE_NAME);
+        let verb = if created { "generated" } else { "using" };
+        tracing::info!(
+            "no credentials configured: {verb} a key pair in {} (mode 0600)",
+            path.display()
+        );
+        eprintln!(
+            "Sign requests with these credentials (any region; service `bedrock`):\n  \
+             export AWS_ACCESS_KEY_ID={}\n  \
+             export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_access_key = \"\\(.*\\)\"/\\1/p' {})\n  \
+             then e.g. boto3.client(\"bedrock-runtime\", endpoint_url=\"http://ADDR\", region_name=\"us-east-1\")",
+            pair.access_key_id,
+            path.display()
+        );
+        extra.push(pair);
+    }
+    Ok(Auth::Required(file.auth.authenticator(&extra)))
+}

@@ -1,0 +1,255 @@
+//! `factory_server::Service`: the Bedrock routes as a hyper service that the
+//! `factory serve` binary runs and gateways can mount in their own servers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderName, Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::api::{self, foundation_models, Call};
+use crate::bedrock::{Authenticator, BedrockError, RequestParts};
+use crate::http::body::read_limited;
+use crate::http::percent::percent_decode;
+use crate::http::response::{
+    error_response, json_response, new_request_id, set_header, REQUEST_ID,
+};
+use crate::http::route::route;
+use crate::http::{ResponseBody, Route};
+use crate::served_model::ServedModel;
+
+/// Limits and defaults of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Largest request body accepted, in bytes (Bedrock's own limit is 25 MB).
+    pub max_body_bytes: usize,
+    /// Tokens generated when a request sets no limit.
+    pub default_max_tokens: usize,
+    /// The region written into the ARNs of `/foundation-models`.
+    pub region: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 25_000_000,
+            default_max_tokens: 512,
+            region: "us-east-1".into(),
+        }
+    }
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Every request is accepted, and a warning logged for each.
+    Disabled,
+    /// SigV4 and/or bearer API keys are required.
+    Required(Authenticator<HashMap<String, String>>),
+}
+
+struct Shared {
+    config: ServiceConfig,
+    auth: Auth,
+    model: ServedModel,
+}
+
+/// The Bedrock Runtime (plus model discovery and `/ping`) over HTTP; cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.shared.config)
+            .field("model", &self.shared.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service answering for `model`.
+    pub fn new(config: ServiceConfig, auth: Auth, model: ServedModel) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                auth,
+                model,
+            }),
+        }
+    }
+
+    /// Answers one request; every failure is a Bedrock error response.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request_id = new_request_id();
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let mut resp = match self.dispatch(req).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                tracing::info!("{method} {path}: {err}");
+                error_response(&err)
+            }
+        };
+        tracing::debug!("{method} {path} -> {}", resp.status());
+        set_header(&mut resp, HeaderName::from_static(REQUEST_ID), &request_id);
+        resp
+    }
+
+    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, BedrockError>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shared = &*self.shared;
+        let route = route(req.method().as_str(), req.uri().path())?;
+        if route == Route::Ping {
+            return Ok(json_response(&serde_json::json!({"status": "ok"})));
+        }
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > shared.config.max_body_bytes as u64) {
+            return Err(BedrockError::validation(format!(
+                "The request body exceeds the limit of {} bytes.",
+                shared.config.max_body_bytes
+            )));
+        }
+        let body = read_limited(body, shared.config.max_body_bytes).await?;
+        self.authenticate(&parts, &body)?;
+        let model = &shared.model;
+        match route {
+            Route::Ping => Ok(json_response(&serde_json::json!({"status": "ok"}))),
+            Route::ListFoundationModels => {
+                let query = decode_query(parts.uri.query().unwrap_or_default());
+                Ok(json_response(&foundation_models::list(
+                    model,
+                    &shared.config.region,
+                    &query,
+                )))
+            }
+            Route::GetFoundationModel(id) => Ok(json_response(&foundation_models::get(
+                model,
+                &shared.config.region,
+                &id,
+            )?)),
+            Route::Model {
+                operation,
+                model_id,
+            } => {
+                if !model.answers_to(&model_id) {
+                    return Err(BedrockError::validation(
+                        "The provided model identifier is invalid.",
+                    ));
+                }
+                let call = Call {
+                    model,
+                    requested_id: &model_id,
+                    headers: &parts.headers,
+                    body: &body,
+                    default_max_tokens: shared.config.default_max_tokens,
+                };
+                api::run(operation, call).await
+            }
+        }
+    }
+
+    fn authenticate(&self, parts: &http::request::Parts, body: &[u8]) -> Result<(), BedrockError> {
+        let authenticator = match &self.shared.auth {
+            Auth::Disabled => {
+                tracing::warn!(
+                    "authentication is off (--no-auth): {} {} served without credentials",
+                    parts.method,
+                    parts.uri.path()
+                );
+                return Ok(());
+            }
+            Auth::Required(a) => a,
+        };
+        // Headers that are not text cannot be signed by SDKs; leaving them out
+        // makes any that were signed fail as missing.
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+            .collect();
+        let request = RequestParts {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or_default(),
+            headers: &headers,
+            body,
+        };
+        authenticator.authenticate(&request, SystemTime::now())?;
+        Ok(())
+    }
+
+    /// Serves connections from `listener` (HTTP/1.1 keep-alive, or HTTP/2) until
+    /// `shutdown` completes; connections already open finish on their own tasks.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the rest.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = self.clone();
+            tokio::spawn(async move {
+                let conn = auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!("connection from {peer} ended: {e}");
+                }
+            });
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// `k=v&...` with each side percent-decoded (`+` is not a space in AWS queries).
+fn decode_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
