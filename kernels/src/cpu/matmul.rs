@@ -16,9 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::quant::{BlockQ8, QK};
-use super::simd::{
-    prefetch, GemmT, Kernels, PreparedQ4Dot, GEMM_T_LANES, PREPARED_Q4_BLOCK, ROWS_DOT_MAX,
-};
+use super::simd::{prefetch, GemmT, Kernels, PreparedQ4Dot, GEMM_T_LANES, PREPARED_Q4_BLOCK};
 use super::weight::{WeightDType, WeightMatrix};
 
 /// How activations meet quantized weights.
@@ -46,11 +44,6 @@ const TASKS_PER_THREAD: usize = 8;
 const GEMM_MAX_ROWS_PER_TASK: usize = 64;
 /// Input rows per prefill pass over a task's weight rows.
 const GEMM_ROW_BLOCK: usize = 64;
-/// Most input rows the exact few-rows dots take (in groups of
-/// `ROWS_DOT_MAX`) before the block product wins: each block is decoded
-/// once per group instead of once per row (batched decode of a few
-/// sequences costs little more than one).
-const ROWS_DOT_UP_TO: usize = 16;
 /// Input rows from which the block product on transposed activations
 /// (where the kernel table has one) beats the row-major tiles; below, its
 /// 32 lanes would be mostly padding.
@@ -91,18 +84,6 @@ pub fn matmul_with(
         return;
     }
     let fast = mode == ActivationMode::Fast && w.dtype.is_quantized();
-    if let Some(rd) = kern
-        .rows_dot(w.dtype)
-        .filter(|_| !fast && (2..=ROWS_DOT_UP_TO).contains(&m))
-    {
-        run_rows_multi(m, w, out, |row, dst| {
-            for (c, d) in dst.chunks_mut(ROWS_DOT_MAX).enumerate() {
-                let r0 = c * ROWS_DOT_MAX;
-                rd(row, &x[r0 * k..(r0 + d.len()) * k], k, d);
-            }
-        });
-        return;
-    }
     if m >= gemm_min_rows(w.dtype, fast) {
         let xq;
         let x = if fast {
@@ -235,27 +216,6 @@ where
             for (r, o) in tr.iter_mut().enumerate() {
                 *o = dot(row, r);
             }
-        }
-    });
-    for (j, tr) in t.chunks_exact(m).enumerate() {
-        for (r, &v) in tr.iter().enumerate() {
-            out[r * n + j] = v;
-        }
-    }
-}
-
-/// Drives `dots(weight_row, out_row_of_m)` over all weight rows in parallel,
-/// where one call fills the `m` results of a weight row.
-fn run_rows_multi<F>(m: usize, w: &WeightMatrix<'_>, out: &mut [f32], dots: F)
-where
-    F: Fn(&[u8], &mut [f32]) + Sync,
-{
-    let n = w.rows;
-    let rpt = decode_rows_per_task(n, w.row_bytes() * m);
-    let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(rpt * m).enumerate().for_each(|(c, tc)| {
-        for (i, tr) in tc.chunks_exact_mut(m).enumerate() {
-            dots(w.row(c * rpt + i), tr);
         }
     });
     for (j, tr) in t.chunks_exact(m).enumerate() {

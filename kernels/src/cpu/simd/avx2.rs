@@ -36,9 +36,6 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: None,
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
-    rows_dot_q8_0: None,
-    rows_dot_q4_0: None,
-    rows_dot_q4_1: None,
     gemm_t: None,
     gemm_t_rows: 1,
 };

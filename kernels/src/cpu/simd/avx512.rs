@@ -36,9 +36,6 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: Some(dot_q4_1p_w),
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
-    rows_dot_q8_0: Some(rows_dot_q8_0_w),
-    rows_dot_q4_0: Some(rows_dot_q4_0_w),
-    rows_dot_q4_1: Some(rows_dot_q4_1_w),
     gemm_t: Some(gemm_t_w),
     gemm_t_rows: JT,
 };
@@ -76,9 +73,6 @@ safe_wrappers! {
     scale_w => scale[a: f32, y: &mut [f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     gemm_t_w => gemm_t[xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
-    rows_dot_q8_0_w => rows_dot::<Q8_0_ROWS>[row: &[u8], x: &[f32], k: usize, out: &mut [f32]];
-    rows_dot_q4_0_w => rows_dot::<Q4_0_ROWS>[row: &[u8], x: &[f32], k: usize, out: &mut [f32]];
-    rows_dot_q4_1_w => rows_dot::<Q4_1_ROWS>[row: &[u8], x: &[f32], k: usize, out: &mut [f32]];
     dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
     dot_q4_1p_w => dot_q4p::<true>[row: &[u8], xp: &[f32]] -> f32;
 }
@@ -556,81 +550,6 @@ fn dequant_q4<const Q4_1: bool>(row: &[u8], out: &mut [f32]) {
             st(o, 16, _mm512_mul_ps(d, w1));
         }
     }
-}
-
-// ---------------------------------------------------------------- one quantized row, a few input rows
-
-const Q8_0_ROWS: u8 = 0;
-const Q4_0_ROWS: u8 = 1;
-const Q4_1_ROWS: u8 = 2;
-
-/// See [`super::RowsDot`]: dispatches on the row count so the accumulators
-/// stay in registers.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn rows_dot<const DT: u8>(row: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
-    if k == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let m = x.len() / k;
-    assert!(
-        m <= super::ROWS_DOT_MAX && out.len() >= m,
-        "rows_dot: bad shapes"
-    );
-    let res = match m {
-        8 => rows_dot_r::<DT, 8>(row, x, k),
-        7 => rows_dot_r::<DT, 7>(row, x, k),
-        6 => rows_dot_r::<DT, 6>(row, x, k),
-        5 => rows_dot_r::<DT, 5>(row, x, k),
-        4 => rows_dot_r::<DT, 4>(row, x, k),
-        3 => rows_dot_r::<DT, 3>(row, x, k),
-        2 => rows_dot_r::<DT, 2>(row, x, k),
-        1 => rows_dot_r::<DT, 1>(row, x, k),
-        _ => return,
-    };
-    out[..m].copy_from_slice(&res[..m]);
-}
-
-/// `R` dots of one quantized row: every block is decoded to f32 once
-/// (as `dequant_*` does) and meets each input row.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn rows_dot_r<const DT: u8, const R: usize>(row: &[u8], x: &[f32], k: usize) -> [f32; 8] {
-    let lut = super::f16_lut();
-    let bb = match DT {
-        Q8_0_ROWS => 34,
-        Q4_0_ROWS => 18,
-        _ => 20,
-    };
-    let mut acc = [_mm512_setzero_ps(); R];
-    for (b, blk) in row.chunks_exact(bb).take(k / QK).enumerate() {
-        let d = f16x16(lut, blk, 0);
-        let [w0, w1] = match DT {
-            Q8_0_ROWS => [
-                _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(ld16b(blk, 2)))),
-                _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(ld16b(blk, 18)))),
-            ],
-            Q4_0_ROWS => {
-                let [q0, q1] = q4_ps::<false>(blk, 2);
-                [_mm512_mul_ps(d, q0), _mm512_mul_ps(d, q1)]
-            }
-            _ => {
-                let [q0, q1] = q4_ps::<true>(blk, 4);
-                let mn = f16x16(lut, blk, 2);
-                [_mm512_fmadd_ps(d, q0, mn), _mm512_fmadd_ps(d, q1, mn)]
-            }
-        };
-        for (r, a) in acc.iter_mut().enumerate() {
-            let xr = &x[r * k + b * QK..];
-            *a = _mm512_fmadd_ps(w0, ld(xr, 0), *a);
-            *a = _mm512_fmadd_ps(w1, ld(xr, 16), *a);
-        }
-    }
-    let mut res = [0f32; 8];
-    for (o, a) in res.iter_mut().zip(acc) {
-        *o = _mm512_reduce_add_ps(a);
-    }
-    res
 }
 
 // ---------------------------------------------------------------- block product on transposed activations

@@ -182,12 +182,6 @@ pub type PreparedQ4Dot = fn(&[u8], &[f32]) -> f32;
 /// `c = w.len()` weight rows (each `k` little-endian f32, any alignment),
 /// `out[r * c + j] = x[r] · w[j]`. `out` holds at least `m * c`.
 pub type GemmRows = fn(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]);
-/// Most input rows one [`RowsDot`] call takes.
-pub const ROWS_DOT_MAX: usize = 8;
-/// One quantized weight row against `m = x.len() / k` input rows at once
-/// (`m <= ROWS_DOT_MAX`): each block is decoded once and meets every row;
-/// `out[r] = row · x[r]`. Exact mode (activations stay f32).
-pub type RowsDot = fn(row: &[u8], x: &[f32], k: usize, out: &mut [f32]);
 /// Input rows one [`GemmT`] call covers (zero-padded).
 pub const GEMM_T_LANES: usize = 32;
 /// Block product on transposed activations: `xt` is `[k, GEMM_T_LANES]`
@@ -245,11 +239,6 @@ pub struct Kernels {
     pub gemm_rows: GemmRows,
     /// Weight rows per [`GemmRows`] register tile: callers group rows by it.
     pub gemm_nr: usize,
-    /// Exact Q8_0 / Q4_0 / Q4_1 row against a few input rows, where the
-    /// table has them (see [`RowsDot`]).
-    pub rows_dot_q8_0: Option<RowsDot>,
-    pub rows_dot_q4_0: Option<RowsDot>,
-    pub rows_dot_q4_1: Option<RowsDot>,
     /// The block product on transposed activations, where the table has one.
     pub gemm_t: Option<GemmT>,
     /// Weight rows per [`GemmT`] register tile.
@@ -315,16 +304,6 @@ impl Kernels {
             WeightDType::Q8_0 => Some(self.qdot_q8_0),
             WeightDType::Q4_0 => Some(self.qdot_q4_0),
             WeightDType::Q4_1 => Some(self.qdot_q4_1),
-            WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => None,
-        }
-    }
-
-    /// The exact few-rows dot for quantized `dtype`s, where the table has one.
-    pub fn rows_dot(&self, dtype: WeightDType) -> Option<RowsDot> {
-        match dtype {
-            WeightDType::Q8_0 => self.rows_dot_q8_0,
-            WeightDType::Q4_0 => self.rows_dot_q4_0,
-            WeightDType::Q4_1 => self.rows_dot_q4_1,
             WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => None,
         }
     }

@@ -30,9 +30,6 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_q4_1p: None,
     gemm_rows,
     gemm_nr: 4,
-    rows_dot_q8_0: None,
-    rows_dot_q4_0: None,
-    rows_dot_q4_1: None,
     gemm_t: None,
     gemm_t_rows: 1,
 };
