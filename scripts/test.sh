@@ -39,7 +39,8 @@ FACTORY_STATE_DIR="$STATE" "${CARGO_TARGET_DIR:-target}/release/factory" serve -
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$STATE"' EXIT
 for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1 && break
+    "$PY" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+        "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1 && break
     sleep 0.2
 done
 AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key_id = "\(.*\)"/\1/p' "$STATE/credentials.toml") \
