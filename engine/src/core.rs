@@ -120,6 +120,8 @@ pub struct EngineCore {
     vocab: usize,
     max_model_len: usize,
     active: HashMap<SeqId, Active>,
+    /// Requests dropped by their callers before they finished.
+    aborted: u64,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -207,6 +209,7 @@ impl EngineCore {
             vocab: caps.vocab_size,
             max_model_len: caps.max_model_len,
             active: HashMap::new(),
+            aborted: 0,
         }
     }
 
@@ -234,6 +237,11 @@ impl EngineCore {
     /// Whether any request is waiting or running.
     pub fn has_work(&self) -> bool {
         self.scheduler.has_work()
+    }
+
+    /// Requests aborted by their callers so far.
+    pub fn aborted(&self) -> u64 {
+        self.aborted
     }
 
     /// Requests known to the engine.
@@ -279,6 +287,7 @@ impl EngineCore {
     /// Drops a request and frees its blocks (its receiver is gone).
     pub fn abort(&mut self, id: SeqId) {
         if self.active.remove(&id).is_some() {
+            self.aborted += 1;
             tracing::debug!(seq = id, "aborted");
         }
         self.scheduler.remove(id);

@@ -33,6 +33,8 @@ pub struct EngineStats {
     pub kv_blocks_total: usize,
     pub kv_blocks_free: usize,
     pub scheduler: SchedulerStats,
+    /// Requests aborted by their callers (stream dropped) since start.
+    pub aborted_requests: u64,
     /// Tokens computed and steps run since start.
     pub tokens_computed: u64,
     /// Time spent inside the executor and in whole steps, in seconds.
@@ -206,6 +208,7 @@ fn run_loop(mut core: EngineCore, rx: Receiver<Command>, shared: &Shared) {
             kv_blocks_total: sched.blocks().num_blocks(),
             kv_blocks_free: sched.blocks().num_free(),
             scheduler: sched.stats(),
+            aborted_requests: core.aborted(),
             ..totals
         };
         if let Ok(mut s) = shared.stats.lock() {

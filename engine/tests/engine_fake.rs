@@ -145,6 +145,7 @@ fn a_dropped_stream_frees_its_blocks_at_the_next_step() {
     drop(rx);
     core.step();
     assert!(!core.has_work());
+    assert_eq!(core.aborted(), 1);
     assert_eq!(core.scheduler().blocks().num_free(), setup.num_blocks);
     core.scheduler().check_invariants().unwrap();
 }

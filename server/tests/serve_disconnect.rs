@@ -43,6 +43,13 @@ async fn hanging_up_mid_stream_aborts_the_request() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Nothing else runs on this engine: exactly this request was aborted.
+    assert_eq!(
+        engine.stats().aborted_requests,
+        1,
+        "the dropped stream was not aborted: {:?}",
+        engine.stats()
+    );
     let computed = engine.stats().tokens_computed;
     assert!(
         computed < 1024,

@@ -114,9 +114,11 @@ fn text_of(content: &Value, at: &str) -> Result<String, BedrockError> {
                             "This model doesn't support tool use.",
                         ))
                     }
-                    (Some(kind), _) => return Err(BedrockError::validation(format!(
+                    (Some(kind), _) => {
+                        return Err(BedrockError::validation(format!(
                         "{at}/{j}: content blocks of type {kind} are not supported by this model."
-                    ))),
+                    )))
+                    }
                     (None, _) => {
                         return Err(crate::api::schema::malformed(&[format!(
                             "{at}/{j}: required key [type] not found"
