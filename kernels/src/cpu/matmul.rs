@@ -271,56 +271,19 @@ fn gemm(kern: &Kernels, x: &[f32], m: usize, w: &WeightMatrix<'_>, out: &mut [f3
         gemm_transposed(kern, gt, x, m, w, out);
         return;
     }
-    let (n, k) = (w.rows, w.cols);
-    let nr = kern.gemm_nr.max(1);
-    let threads = rayon::current_num_threads().max(1);
-    // At least four tasks per thread, at most GEMM_MAX_ROWS_PER_TASK rows
-    // each, in whole rounds so no thread idles at the end.
-    let tasks = n
-        .div_ceil(GEMM_MAX_ROWS_PER_TASK)
-        .max(threads * 4)
-        .next_multiple_of(threads);
-    let rpt = n.div_ceil(tasks).next_multiple_of(nr);
-    let dequant = kern.dequant(w.dtype);
-    let shared = ColumnShared {
-        ptr: out.as_mut_ptr(),
-        rows: m,
-        cols: n,
-    };
-    let shared = &shared;
-    (0..n.div_ceil(rpt)).into_par_iter().for_each(|t| {
-        let j0 = t * rpt;
-        let cols = rpt.min(n - j0);
-        let task = |deq: &mut Vec<f32>, tile: &mut Vec<f32>| {
-            let rows: Vec<&[u8]> = match dequant {
-                Some(dq) => {
-                    deq.resize(cols * k, 0.0);
-                    for (i, d) in deq.chunks_exact_mut(k).enumerate() {
-                        dq(w.row(j0 + i), d);
-                    }
-                    deq.chunks_exact(k).map(bytemuck::cast_slice).collect()
-                }
-                None => (j0..j0 + cols).map(|j| w.row(j)).collect(),
-            };
-            tile.resize(GEMM_ROW_BLOCK.min(m) * cols, 0.0);
-            for r0 in (0..m).step_by(GEMM_ROW_BLOCK) {
-                let mr = GEMM_ROW_BLOCK.min(m - r0);
-                let tile = &mut tile[..mr * cols];
-                (kern.gemm_rows)(&x[r0 * k..(r0 + mr) * k], k, &rows, tile);
-                for (r, vals) in tile.chunks_exact(cols).enumerate() {
-                    // SAFETY: this task alone owns columns j0..j0 + cols.
-                    unsafe { shared.write(r0 + r, j0, vals) };
-                }
+    let k = w.cols;
+    gemm_tasks(kern, w, m, out, kern.gemm_nr, |rows, j0, tile, shared| {
+        let cols = rows.len();
+        tile.resize(GEMM_ROW_BLOCK.min(m) * cols, 0.0);
+        for r0 in (0..m).step_by(GEMM_ROW_BLOCK) {
+            let mr = GEMM_ROW_BLOCK.min(m - r0);
+            let tile = &mut tile[..mr * cols];
+            (kern.gemm_rows)(&x[r0 * k..(r0 + mr) * k], k, rows, tile);
+            for (r, vals) in tile.chunks_exact(cols).enumerate() {
+                // SAFETY: this task alone owns columns j0..j0 + cols.
+                unsafe { shared.write(r0 + r, j0, vals) };
             }
-        };
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => {
-                let (deq, tile) = &mut *s;
-                task(deq, tile);
-            }
-            // Re-entered on this thread (cannot happen today): use fresh buffers.
-            Err(_) => task(&mut Vec::new(), &mut Vec::new()),
-        });
+        }
     });
 }
 
@@ -335,7 +298,7 @@ fn gemm_transposed(
     w: &WeightMatrix<'_>,
     out: &mut [f32],
 ) {
-    let (n, k) = (w.rows, w.cols);
+    let k = w.cols;
     const L: usize = GEMM_T_LANES;
     let groups = m.div_ceil(L);
     let mut xt = vec![0f32; groups * k * L];
@@ -346,13 +309,53 @@ fn gemm_transposed(
             g[i * L + r % L] = v;
         }
     }
-    let jt = kern.gemm_t_rows.max(1);
+    let xt = &xt;
+    gemm_tasks(
+        kern,
+        w,
+        m,
+        out,
+        kern.gemm_t_rows,
+        |rows, j0, tile, shared| {
+            let cols = rows.len();
+            tile.resize(cols * L + cols, 0.0);
+            let (tile, vals) = tile.split_at_mut(cols * L);
+            for g in 0..groups {
+                gt(&xt[g * k * L..(g + 1) * k * L], k, rows, tile);
+                for l in 0..L.min(m - g * L) {
+                    for (v, tr) in vals.iter_mut().zip(tile.chunks_exact(L)) {
+                        *v = tr[l];
+                    }
+                    // SAFETY: this task alone owns columns j0..j0 + cols.
+                    unsafe { shared.write(g * L + l, j0, vals) };
+                }
+            }
+        },
+    );
+}
+
+/// Runs `body(weight_rows_as_f32_bytes, j0, tile_scratch, out)` over tasks
+/// of whole groups of `group` weight rows in parallel: at least four tasks
+/// per thread, at most [`GEMM_MAX_ROWS_PER_TASK`] rows each, in whole rounds
+/// so no thread idles at the end. Quantized rows are dequantized to f32 once
+/// per task into per-thread scratch.
+fn gemm_tasks<F>(
+    kern: &Kernels,
+    w: &WeightMatrix<'_>,
+    m: usize,
+    out: &mut [f32],
+    group: usize,
+    body: F,
+) where
+    F: Fn(&[&[u8]], usize, &mut Vec<f32>, &ColumnShared) + Sync,
+{
+    let (n, k) = (w.rows, w.cols);
     let threads = rayon::current_num_threads().max(1);
     let tasks = n
         .div_ceil(GEMM_MAX_ROWS_PER_TASK)
         .max(threads * 4)
         .next_multiple_of(threads);
-    let rpt = n.div_ceil(tasks).next_multiple_of(jt);
+    let rpt = n.div_ceil(tasks).next_multiple_of(group.max(1));
     let dequant = kern.dequant(w.dtype);
     let shared = ColumnShared {
         ptr: out.as_mut_ptr(),
@@ -360,7 +363,6 @@ fn gemm_transposed(
         cols: n,
     };
     let shared = &shared;
-    let xt = &xt;
     (0..n.div_ceil(rpt)).into_par_iter().for_each(|t| {
         let j0 = t * rpt;
         let cols = rpt.min(n - j0);
@@ -375,24 +377,14 @@ fn gemm_transposed(
                 }
                 None => (j0..j0 + cols).map(|j| w.row(j)).collect(),
             };
-            tile.resize(cols * L + cols, 0.0);
-            let (tile, vals) = tile.split_at_mut(cols * L);
-            for g in 0..groups {
-                gt(&xt[g * k * L..(g + 1) * k * L], k, &rows, tile);
-                for l in 0..L.min(m - g * L) {
-                    for (v, tr) in vals.iter_mut().zip(tile.chunks_exact(L)) {
-                        *v = tr[l];
-                    }
-                    // SAFETY: this task alone owns columns j0..j0 + cols.
-                    unsafe { shared.write(g * L + l, j0, vals) };
-                }
-            }
+            body(&rows, j0, tile, shared);
         };
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut s) => {
                 let (deq, tile) = &mut *s;
                 task(deq, tile);
             }
+            // Re-entered on this thread (cannot happen today): use fresh buffers.
             Err(_) => task(&mut Vec::new(), &mut Vec::new()),
         });
     });
