@@ -5,7 +5,7 @@
 //! commands come in through a channel it drains between steps, and it
 //! sleeps only when it has nothing to do.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +55,8 @@ impl EngineStats {
 struct Shared {
     limits: RequestLimits,
     next_id: AtomicU64,
+    /// Streams submitted and not yet dropped.
+    in_flight: Arc<AtomicUsize>,
     stats: Mutex<EngineStats>,
 }
 
@@ -80,6 +82,7 @@ impl EngineHandle {
         let shared = Arc::new(Shared {
             limits: core.limits(),
             next_id: AtomicU64::new(1),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             stats: Mutex::new(EngineStats::default()),
         });
         let loop_shared = shared.clone();
@@ -105,12 +108,20 @@ impl EngineHandle {
         self.tx
             .send(Command::Add { id, req, sink })
             .map_err(|_| SubmitError::Closed)?;
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         Ok(RequestStream {
             id,
             rx,
             tx: self.tx.clone(),
             done: false,
+            in_flight: self.shared.in_flight.clone(),
         })
+    }
+
+    /// Request streams submitted and not yet dropped (waiting, running, or
+    /// finished but still held by their callers): what servers limit.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// The latest stats snapshot (updated after every step).
@@ -126,6 +137,7 @@ pub struct RequestStream {
     rx: UnboundedReceiver<TokenEvent>,
     tx: Sender<Command>,
     done: bool,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl RequestStream {
@@ -161,6 +173,7 @@ impl RequestStream {
 
 impl Drop for RequestStream {
     fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.done {
             // The engine may already be gone; then there is nothing to free.
             let _ = self.tx.send(Command::Abort(self.id));

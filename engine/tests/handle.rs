@@ -76,7 +76,9 @@ fn dropping_a_stream_aborts_the_request_and_frees_its_blocks() {
         assert!(matches!(s.blocking_next(), Some(TokenEvent::Token { .. })));
     }
     assert!(h.stats().kv_blocks_free < setup.num_blocks);
+    assert_eq!(h.in_flight(), 1);
     drop(s);
+    assert_eq!(h.in_flight(), 0);
     assert!(
         wait_for(&h, |s| s.running == 0
             && s.kv_blocks_free == setup.num_blocks),

@@ -5,6 +5,7 @@
 //! addr = "127.0.0.1:8080"
 //! max_body_bytes = 25000000
 //! default_max_tokens = 512
+//! max_in_flight_requests = 256   # beyond: ThrottlingException (429)
 //! region = "us-east-1"
 //!
 //! [model]
@@ -61,6 +62,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Tokens generated when a request sets no limit.
     pub default_max_tokens: Option<usize>,
+    /// Generation requests in flight before ThrottlingException.
+    pub max_in_flight_requests: Option<usize>,
     /// Region shown in foundation-model ARNs.
     pub region: Option<String>,
     /// The served model's ids.
@@ -134,6 +137,9 @@ impl FileConfig {
             max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
             default_max_tokens: self.default_max_tokens.unwrap_or(d.default_max_tokens),
             region: self.region.clone().unwrap_or(d.region),
+            max_in_flight_requests: self
+                .max_in_flight_requests
+                .unwrap_or(d.max_in_flight_requests),
         }
     }
 }

@@ -15,14 +15,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::api::{self, foundation_models, Call};
-use crate::bedrock::{Authenticator, BedrockError, RequestParts};
+use crate::bedrock::{Authenticator, BedrockError, ErrorKind, RequestParts};
 use crate::http::body::read_limited;
 use crate::http::percent::percent_decode;
 use crate::http::response::{
     error_response, json_response, new_request_id, set_header, REQUEST_ID,
 };
 use crate::http::route::route;
-use crate::http::{ResponseBody, Route};
+use crate::http::{Operation, ResponseBody, Route};
 use crate::served_model::ServedModel;
 
 /// Limits and defaults of the service.
@@ -34,6 +34,9 @@ pub struct ServiceConfig {
     pub default_max_tokens: usize,
     /// The region written into the ARNs of `/foundation-models`.
     pub region: String,
+    /// Generation requests in flight (running or queued in the engine)
+    /// beyond which new ones get ThrottlingException (429).
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for ServiceConfig {
@@ -42,6 +45,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 25_000_000,
             default_max_tokens: 512,
             region: "us-east-1".into(),
+            max_in_flight_requests: 256,
         }
     }
 }
@@ -156,6 +160,13 @@ impl Service {
                 if !model.answers_to(&model_id) {
                     return Err(BedrockError::validation(
                         "The provided model identifier is invalid.",
+                    ));
+                }
+                let generates = !matches!(operation, Operation::CountTokens);
+                if generates && model.engine.in_flight() >= shared.config.max_in_flight_requests {
+                    return Err(BedrockError::new(
+                        ErrorKind::Throttling,
+                        "Too many requests, please wait before trying again.",
                     ));
                 }
                 let call = Call {

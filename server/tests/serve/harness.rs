@@ -32,6 +32,10 @@ pub const NOVA_ID: &str = "amazon.nova-lite-v1:0";
 /// Small, so oversized bodies are cheap to test.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// `max_in_flight_requests` of the server, if a test binary sets it (non-zero)
+/// before its first request.
+pub static MAX_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -79,11 +83,15 @@ fn start() -> Server {
     api_keys.insert("tests", API_KEY);
     let verifier = SigV4Verifier::new(HashMap::from([(AKID.to_string(), SECRET.to_string())]));
     let auth = Auth::Required(Authenticator::new(Some(verifier), api_keys));
-    let config = ServiceConfig {
+    let mut config = ServiceConfig {
         max_body_bytes: MAX_BODY,
         default_max_tokens: 8,
         ..ServiceConfig::default()
     };
+    match MAX_IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        n => config.max_in_flight_requests = n,
+    }
     let service = Service::new(config, auth, model);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
