@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Accept unauthenticated requests (logs a warning for each).
     #[arg(long)]
     pub no_auth: bool,
+    /// On SIGTERM / Ctrl-C: stop accepting, then wait at most this many
+    /// seconds for requests in flight to finish before exiting.
+    #[arg(long, default_value_t = 60)]
+    pub drain_timeout: u64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -47,6 +51,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let mut bundle = load_bundle(&args.model)?;
     let engine = start_engine(&bundle, &args.engine)?;
+    let drain_engine = engine.clone();
+    let drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     let mut model = ServedModel::new(
         model_id(&args, &file),
         engine,
@@ -71,13 +77,47 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API)");
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        };
-        service.serve(listener, shutdown).await?;
+        service.serve(listener, shutdown_signal()).await?;
+        // The listener is closed: drain what is in flight, then exit.
+        let t0 = std::time::Instant::now();
+        while drain_engine.in_flight() > 0 && t0.elapsed() < drain_timeout {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        match drain_engine.in_flight() {
+            0 => {
+                // Let the last responses' bytes leave their connections.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tracing::info!("drained; exiting");
+            }
+            n => tracing::warn!("{n} requests still in flight after {drain_timeout:?}; exiting"),
+        }
         anyhow::Ok(())
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM (what service managers and Kubernetes send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: no new connections; draining requests in flight");
 }
 
 fn model_id(args: &ServeArgs, file: &FileConfig) -> String {

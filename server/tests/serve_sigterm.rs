@@ -1,0 +1,138 @@
+//! `factory serve` drains on SIGTERM: it stops accepting connections, lets
+//! the request in flight finish its stream, then exits successfully.
+
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use factory_server::bedrock::eventstream::decode_frame;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+
+#[tokio::test]
+async fn sigterm_finishes_the_stream_in_flight_then_exits() {
+    let model = factory_models::default_model::cached_path();
+    assert!(
+        model.is_file(),
+        "the default model is missing at {}",
+        model.display()
+    );
+    let state = std::env::temp_dir().join(format!("factory-sigterm-{}", std::process::id()));
+    let mut child = Guard(
+        Command::new(env!("CARGO_BIN_EXE_factory"))
+            .args([
+                "serve",
+                "--no-auth",
+                "--addr",
+                "127.0.0.1:0",
+                "--kv-cache-memory",
+                "256MiB",
+            ])
+            .env("FACTORY_STATE_DIR", &state)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("factory serve starts"),
+    );
+    // The log line "serving ... on http://ADDR (...)" names the port.
+    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server log ended before it listened")
+            .expect("log line");
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.split_whitespace().next().expect("address").to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    // The default model id has no provider prefix: Anthropic Messages bodies.
+    let body = serde_json::json!({
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 48,
+        "messages": [{"role": "user", "content": "Count from one to twenty."}]
+    });
+    let req = http::Request::post("/model/smollm2-135m-instruct/invoke-with-response-stream")
+        .header("host", &addr)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    if resp.status() != 200 {
+        let b = resp.into_body().collect().await.expect("body").to_bytes();
+        panic!("status not 200: {}", String::from_utf8_lossy(&b));
+    }
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::new();
+    while buf.is_empty() {
+        match body.frame().await {
+            Some(Ok(f)) => buf.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+            other => panic!("stream ended early: {other:?}"),
+        }
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+
+    // The stream in flight still ends normally, with its last chunk.
+    while let Some(f) = body.frame().await {
+        if let Some(d) = f.expect("frame").data_ref() {
+            buf.extend_from_slice(d);
+        }
+    }
+    let mut last = None;
+    let mut at = 0;
+    while let Some((msg, used)) = decode_frame(&buf[at..]).expect("valid frames") {
+        at += used;
+        last = Some(msg);
+    }
+    let last = last.expect("frames");
+    let payload: serde_json::Value = serde_json::from_slice(&last.payload).expect("json");
+    let bytes = payload["bytes"].as_str().expect("chunk bytes");
+    let chunk =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bytes).expect("base64");
+    let chunk: serde_json::Value = serde_json::from_slice(&chunk).expect("chunk json");
+    assert_eq!(chunk["type"], "message_stop", "last chunk: {chunk}");
+    assert!(chunk["amazon-bedrock-invocationMetrics"].is_object());
+
+    // New connections are refused, and the process exits successfully.
+    let t0 = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "server did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Kills the server if the test fails before it exits on its own.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
