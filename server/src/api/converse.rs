@@ -8,7 +8,7 @@ use super::converse_output::{response, ConverseEncoder};
 use super::converse_request::parse_converse;
 use super::generation::{complete, submit};
 use super::schema::parse_object;
-use super::stream::spawn_pump;
+use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response};
@@ -24,7 +24,7 @@ pub async fn converse(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockE
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(submit(call.model, req)?, started).await?;
+    let completion = complete(submit(call.model, req)?, started, call.request_timeout).await?;
     Ok(json_response(&response(&completion)))
 }
 
@@ -38,6 +38,7 @@ pub fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, Bedrock
         .generate_request(&invocation, call.default_max_tokens)?;
     let stream = submit(call.model, req)?;
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
-    spawn_pump(stream, ConverseEncoder::frames(), tx, started);
+    let deadline = Deadline::converse_stream(started, call.request_timeout);
+    spawn_pump(stream, ConverseEncoder::frames(), tx, started, deadline);
     Ok(event_stream_response(body))
 }

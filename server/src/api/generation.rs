@@ -1,7 +1,7 @@
 //! Running an engine request for an API call: submitting (with engine refusals as
 //! Bedrock errors) and collecting a whole completion.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use factory_engine::{GenerateRequest, RequestStream, StopReason, SubmitError, TokenEvent, Usage};
 
@@ -21,9 +21,13 @@ pub struct Completion {
     pub latency_ms: u64,
 }
 
-/// Submits `req` to the model's engine.
+/// Submits `req` to the model's engine, refused with ThrottlingException when
+/// the model already holds [`ServedModel::max_requests`] requests.
 pub fn submit(model: &ServedModel, req: GenerateRequest) -> Result<RequestStream, BedrockError> {
-    model.engine.submit(req).map_err(submit_error)
+    model
+        .engine
+        .submit_within(req, model.max_requests())
+        .map_err(submit_error)
 }
 
 /// The Bedrock error for an engine refusal: the caller's mistake, or 503 when the
@@ -40,6 +44,10 @@ pub fn submit_error(err: SubmitError) -> BedrockError {
         SubmitError::Admit(e) => BedrockError::validation(format!(
             "Input is too long for requested model: {e}."
         )),
+        SubmitError::Busy { .. } => BedrockError::new(
+            ErrorKind::Throttling,
+            "Too many requests, please wait before trying again.",
+        ),
         other => BedrockError::validation(other.to_string()),
     }
 }
@@ -55,11 +63,43 @@ pub fn model_error(message: &str) -> BedrockError {
     )
 }
 
-/// Runs `stream` to its end.
+/// The ModelTimeoutException of a request that ran past `timeout`.
+pub fn timeout_error(timeout: Duration) -> BedrockError {
+    BedrockError::new(
+        ErrorKind::ModelTimeout,
+        format!(
+            "Model has timed out in processing the request: it did not finish within {} seconds. Try a smaller maximum tokens value, or a streaming operation.",
+            timeout.as_secs_f64()
+        ),
+    )
+}
+
+/// `timeout` after `started`; a timeout too large to represent never passes.
+pub fn deadline(started: Instant, timeout: Duration) -> tokio::time::Instant {
+    let start = tokio::time::Instant::from_std(started);
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Runs `stream` to its end, or fails with ModelTimeoutException once `timeout`
+/// has passed since `started`; the stream is then dropped, which aborts the
+/// request in the engine.
 pub async fn complete(
-    mut stream: RequestStream,
+    stream: RequestStream,
     started: Instant,
+    timeout: Duration,
 ) -> Result<Completion, BedrockError> {
+    match tokio::time::timeout_at(deadline(started, timeout), collect(stream, started)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("request aborted after the request timeout of {timeout:?}");
+            Err(timeout_error(timeout))
+        }
+    }
+}
+
+async fn collect(mut stream: RequestStream, started: Instant) -> Result<Completion, BedrockError> {
     let mut text = String::new();
     while let Some(ev) = stream.next().await {
         match ev {

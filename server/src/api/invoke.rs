@@ -8,7 +8,7 @@ use super::converse::STREAM_BUFFER;
 use super::generation::{complete, submit};
 use super::native;
 use super::schema::parse_object;
-use super::stream::spawn_pump;
+use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response, set_header};
@@ -40,7 +40,7 @@ pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockErr
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(submit(call.model, req)?, started).await?;
+    let completion = complete(submit(call.model, req)?, started, call.request_timeout).await?;
     let family = call.model.family_for(call.requested_id);
     let mut resp = json_response(&native::response(family, &completion, call.requested_id));
     let counts = [
@@ -76,6 +76,7 @@ pub fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockEr
         native::encoder(family, call.requested_id, prompt_tokens),
         tx,
         started,
+        Deadline::invoke_stream(started, call.request_timeout),
     );
     let mut resp = event_stream_response(body);
     set_header(
