@@ -6,59 +6,13 @@
 //! scripts/test.sh), where a missing NVRTC fails.
 #![cfg(feature = "cuda")]
 
-use std::path::{Path, PathBuf};
+mod cuda_common;
 
-use factory_kernels::cuda::{CompileOptions, ModuleCache, Nvrtc, NVRTC_LIB_ENV};
+use std::path::PathBuf;
+
+use cuda_common::{loud, nvrtc_or_skip, nvrtc_path};
+use factory_kernels::cuda::{CompileOptions, ModuleCache};
 use factory_kernels::cuda_sources::{KernelSource, ALL, TARGETS};
-
-/// `libnvrtc.so.N` under `dir`, searched a few levels deep (the wheel puts it in
-/// nvidia/cuNN/lib/).
-fn find_nvrtc(dir: &Path, depth: usize) -> Option<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in &entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if p.is_file() && name.starts_with("libnvrtc.so.") {
-            return Some(p.clone());
-        }
-    }
-    if depth == 0 {
-        return None;
-    }
-    entries
-        .iter()
-        .filter(|p| p.is_dir())
-        .find_map(|p| find_nvrtc(p, depth - 1))
-}
-
-fn nvrtc_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(NVRTC_LIB_ENV) {
-        return Some(PathBuf::from(p));
-    }
-    let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cuda-wheels");
-    find_nvrtc(&wheels, 4)
-}
-
-/// NVRTC, or None after a loud skip message (a failure when NVRTC is required).
-fn nvrtc_or_skip(test: &str) -> Option<Nvrtc> {
-    let path = nvrtc_path();
-    match Nvrtc::load_from(path.as_deref()) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            if std::env::var("FACTORY_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
-                panic!("NVRTC is required (FACTORY_REQUIRE_NVRTC=1) but did not load from {path:?}: {e}");
-            }
-            eprintln!(
-                "\n**********\nSKIPPED {test}: NVRTC not available ({e}); \
-                 install it with scripts/test.sh or set {NVRTC_LIB_ENV}\n**********\n"
-            );
-            None
-        }
-    }
-}
 
 /// ptxas's resource lines for one kernel file, condensed.
 fn resource_summary(log: &str) -> (u32, Vec<String>) {
@@ -188,7 +142,7 @@ fn toolkit_headers_from_the_include_path_work() {
             inc.join("cuda_bf16.h").exists().then_some(inc)
         });
     let Some(include) = include else {
-        eprintln!("\n**********\nSKIPPED toolkit_headers_from_the_include_path_work: no cuda_bf16.h (set FACTORY_CUDA_INCLUDE)\n**********\n");
+        loud("SKIPPED toolkit_headers_from_the_include_path_work: no cuda_bf16.h (set FACTORY_CUDA_INCLUDE)");
         return;
     };
     let src = KernelSource {

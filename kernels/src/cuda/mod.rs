@@ -15,7 +15,9 @@ pub use device::{device_count, CudaDevice};
 pub use error::CudaError;
 pub use module_cache::{default_cache_dir, ModuleCache};
 pub use nvrtc::{CompileOptions, Compiled, Nvrtc, NVRTC_LIB_ENV};
-pub use ops::CudaKernels;
+pub use ops::{CudaKernels, DevicePtrDyn};
 
 /// cudarc's device-side types, re-exported for callers of the launchers.
-pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut};
+pub use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+};

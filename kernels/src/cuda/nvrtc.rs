@@ -70,10 +70,29 @@ pub struct Nvrtc {
 
 impl Nvrtc {
     /// Loads libnvrtc from `FACTORY_NVRTC_LIB` if set, else from the system's
-    /// library search path.
+    /// library search path, else from a CUDA toolkit in `$CUDA_HOME`, `$CUDA_PATH`
+    /// or /usr/local/cuda.
     pub fn load() -> Result<Self, CudaError> {
-        let path = std::env::var_os(NVRTC_LIB_ENV).map(PathBuf::from);
-        Self::load_from(path.as_deref())
+        if let Some(path) = std::env::var_os(NVRTC_LIB_ENV) {
+            return Self::load_from(Some(Path::new(&path)));
+        }
+        match Self::load_from(None) {
+            Err(CudaError::NvrtcLibraryNotFound) => {}
+            other => return other,
+        }
+        let roots = ["CUDA_HOME", "CUDA_PATH"]
+            .iter()
+            .filter_map(std::env::var_os)
+            .map(PathBuf::from)
+            .chain([PathBuf::from("/usr/local/cuda")]);
+        for root in roots {
+            for lib in ["lib64", "lib"] {
+                if let Some(found) = find_versioned(&root.join(lib), "libnvrtc.so.") {
+                    return Self::load_from(Some(&found));
+                }
+            }
+        }
+        Err(CudaError::NvrtcLibraryNotFound)
     }
 
     /// Loads libnvrtc from `path` (and the builtins library beside it), or from the
@@ -212,6 +231,21 @@ fn preload(path: &Path) -> Result<(), CudaError> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(lib);
     Ok(())
+}
+
+/// The first `PREFIX*` file in `dir` (sorted), e.g. `libnvrtc.so.13`.
+pub fn find_versioned(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 /// `libnvrtc-builtins.so.*` files in `dir` (not the `.alt` variants).

@@ -271,7 +271,7 @@ impl CudaKernels {
         out: &mut impl DevicePtrMut<bf16>,
     ) -> Result<(), CudaError> {
         let d = weight.len();
-        check(d > 0 && residual.len() % d == 0, || {
+        check(d > 0 && residual.len().is_multiple_of(d), || {
             format!("residual {} is not rows of {d}", residual.len())
         })?;
         let rows = residual.len() / d;
@@ -316,7 +316,7 @@ impl CudaKernels {
         p: &RopeShape,
     ) -> Result<(), CudaError> {
         let hd = p.head_dim;
-        check(hd % 2 == 0 && hd <= 256, || {
+        check(hd.is_multiple_of(2) && hd <= 256, || {
             format!("head_dim {hd}: even and at most 256")
         })?;
         check(2 * p.rot_half <= hd && inv_freq.len() >= p.rot_half, || {
@@ -438,7 +438,7 @@ impl CudaKernels {
             || format!("k/v shorter than {n} rows of {kv_dim}"),
         )?;
         check(
-            k_cache.len() == v_cache.len() && k_cache.len() % kv_dim.max(1) == 0,
+            k_cache.len() == v_cache.len() && k_cache.len().is_multiple_of(kv_dim.max(1)),
             || "k_cache and v_cache must be whole slots of the same size".into(),
         )?;
         let s = &self.stream;
@@ -479,14 +479,14 @@ impl CudaKernels {
         plane_elems: usize,
         block_elems: usize,
     ) -> Result<(), CudaError> {
-        check(pairs.len() % 2 == 0, || {
+        check(pairs.len().is_multiple_of(2), || {
             "pairs must hold (src, dst) pairs".into()
         })?;
         check(
             plane_elems > 0
                 && block_elems > 0
-                && cache.len() % plane_elems == 0
-                && plane_elems % block_elems == 0,
+                && cache.len().is_multiple_of(plane_elems)
+                && plane_elems.is_multiple_of(block_elems),
             || {
                 format!(
                     "cache {} is not planes of {plane_elems} = blocks of {block_elems}",
@@ -559,7 +559,7 @@ impl CudaKernels {
             return Ok(());
         }
         let hd = a.head_dim;
-        check(a.kv_heads > 0 && a.heads % a.kv_heads == 0, || {
+        check(a.kv_heads > 0 && a.heads.is_multiple_of(a.kv_heads), || {
             "heads must be a multiple of kv_heads".into()
         })?;
         check(
@@ -585,7 +585,9 @@ impl CudaKernels {
         })?;
         check(
             k_cache.len() == v_cache.len()
-                && k_cache.len() % (a.block_size * a.kv_heads * hd).max(1) == 0,
+                && k_cache
+                    .len()
+                    .is_multiple_of((a.block_size * a.kv_heads * hd).max(1)),
             || "k/v caches must be whole blocks of the same size".into(),
         )?;
         let group = a.heads / a.kv_heads;
@@ -705,7 +707,7 @@ impl CudaKernels {
             return Ok(());
         }
         let hd = a.head_dim;
-        check(a.kv_heads > 0 && a.heads % a.kv_heads == 0, || {
+        check(a.kv_heads > 0 && a.heads.is_multiple_of(a.kv_heads), || {
             "heads must be a multiple of kv_heads".into()
         })?;
         check(q_starts.len() >= seqs && q_lens.len() >= seqs, || {
@@ -783,7 +785,7 @@ impl CudaKernels {
         presence: &impl DevicePtr<f32>,
         frequency: &impl DevicePtr<f32>,
     ) -> Result<(), CudaError> {
-        check(vocab > 0 && logits.len() % vocab == 0, || {
+        check(vocab > 0 && logits.len().is_multiple_of(vocab), || {
             "logits are not rows of vocab".into()
         })?;
         let rows = logits.len() / vocab;
@@ -837,7 +839,7 @@ impl CudaKernels {
         params: &impl DevicePtr<SampleParams>,
         tokens: &mut impl DevicePtrMut<u32>,
     ) -> Result<(), CudaError> {
-        check(vocab > 0 && logits.len() % vocab == 0, || {
+        check(vocab > 0 && logits.len().is_multiple_of(vocab), || {
             "logits are not rows of vocab".into()
         })?;
         let rows = logits.len() / vocab;

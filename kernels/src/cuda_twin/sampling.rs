@@ -137,7 +137,7 @@ pub fn sample_row(logits: &[f32], p: &SampleParams) -> Sampled {
     if cand.is_empty() {
         return greedy();
     }
-    cand.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    cand.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
     let max = cand[0].1;
     if !max.is_finite() {
         return greedy();
@@ -400,6 +400,171 @@ mod tests {
             .map(|c| sample_row(&l, &SampleParams { counter: c, ..p }).token)
             .collect();
         assert!(draws.len() > 5);
+    }
+
+    /// sampling.cu's radix_select, step for step: byte histograms from the most
+    /// significant byte, early exit once the bucket is settled.
+    fn radix_select(items: &[(u64, u64)], floor: u64, by_mass: bool, mut need: u64) -> u64 {
+        let (mut prefix, mut mask) = (0u64, 0u64);
+        for shift in (0..8).rev().map(|i| i * 8) {
+            let (mut cnt, mut mass) = ([0u64; 256], [0u64; 256]);
+            for &(key, fx) in items {
+                if key < floor || key & mask != prefix {
+                    continue;
+                }
+                let b = ((key >> shift) & 0xff) as usize;
+                cnt[b] += 1;
+                mass[b] += fx;
+            }
+            let (mut above, mut b) = (0u64, 255usize);
+            while b > 0 {
+                let here = if by_mass { mass[b] } else { cnt[b] };
+                if above + here >= need {
+                    break;
+                }
+                above += here;
+                b -= 1;
+            }
+            prefix |= (b as u64) << shift;
+            mask |= 0xff << shift;
+            need -= above;
+            if (by_mass && cnt[b] == 1) || (!by_mass && cnt[b] == need) {
+                break;
+            }
+        }
+        prefix
+    }
+
+    /// sample_tokens_f32's algorithm on the CPU (thresholds by radix passes, the
+    /// draw by per-thread chunks and a scan), to check it against the sort-based twin.
+    fn kernel_emulated(logits: &[f32], p: &SampleParams) -> Sampled {
+        const THREADS: usize = 512;
+        if p.temperature.is_nan() || p.temperature <= 0.0 {
+            return sample_row(logits, p);
+        }
+        let inv_t = 1.0f32 / p.temperature;
+        let cand = |i: usize| -> Option<(u64, f32)> {
+            let l = logits[i];
+            let c = l * inv_t;
+            (l.is_finite() && !c.is_nan()).then(|| (order_key(c, i), c))
+        };
+        let all: Vec<(usize, u64, f32)> = (0..logits.len())
+            .filter_map(|i| cand(i).map(|(k, c)| (i, k, c)))
+            .collect();
+        let max = all.iter().map(|x| x.2).fold(f32::NEG_INFINITY, f32::max);
+        if all.is_empty() || !max.is_finite() {
+            return sample_row(logits, p);
+        }
+        let fx = |c: f32| fx_mass(exp_nonpos(c - max));
+        let items: Vec<(u64, u64)> = all.iter().map(|&(_, k, c)| (k, fx(c))).collect();
+        let n = items.len() as u64;
+        let kk = if p.top_k > 0 && (p.top_k as u64) < n {
+            radix_select(&items, 0, false, p.top_k as u64)
+        } else {
+            0
+        };
+        let total: u64 = items.iter().filter(|x| x.0 >= kk).map(|x| x.1).sum();
+        let km = if p.min_p > 0.0 {
+            all.iter()
+                .filter(|x| x.1 >= kk && exp_nonpos(x.2 - max) >= p.min_p)
+                .map(|x| x.1)
+                .min()
+                .unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let kp = if p.top_p < 1.0 {
+            let target = (f64::from(p.top_p) * total as f64).ceil() as u64;
+            radix_select(&items, kk, true, target.max(1))
+        } else {
+            0
+        };
+        let keep = kk.max(km).max(kp);
+        let kept_of = |i: usize| cand(i).filter(|x| x.0 >= keep).map_or(0, |x| fx(x.1));
+        let chunk = logits.len().div_ceil(THREADS);
+        let sums: Vec<u64> = (0..THREADS)
+            .map(|t| {
+                let lo = (t * chunk).min(logits.len());
+                (lo..(lo + chunk).min(logits.len())).map(kept_of).sum()
+            })
+            .collect();
+        let kept_total: u64 = sums.iter().sum();
+        let r = ((u128::from(philox_u64(p.seed, p.counter)) * u128::from(kept_total)) >> 64) as u64;
+        let best = all.iter().map(|x| (x.1, x.0)).max().map_or(0, |x| x.1);
+        let mut token = best;
+        let mut excl = 0u64;
+        for (t, &mine) in sums.iter().enumerate() {
+            if mine > 0 && r >= excl && r < excl + mine {
+                let lo = (t * chunk).min(logits.len());
+                let mut acc = excl;
+                for i in lo..(lo + chunk).min(logits.len()) {
+                    acc += kept_of(i);
+                    if kept_of(i) > 0 && acc > r {
+                        token = i;
+                        break;
+                    }
+                }
+            }
+            excl += mine;
+        }
+        let mut kept: Vec<(u64, usize)> = all
+            .iter()
+            .filter(|x| x.1 >= keep)
+            .map(|x| (x.1, x.0))
+            .collect();
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        Sampled {
+            token: token as u32,
+            kept: kept.iter().map(|x| x.1 as u32).collect(),
+        }
+    }
+
+    /// The kernel's radix thresholds and chunked draw pick what the sorting twin
+    /// picks, bit for bit, also with many tied logits (ties broken by id) and
+    /// vocabularies larger than the kernel's thread count.
+    #[test]
+    fn the_kernel_algorithm_equals_the_twin() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+        for case in 0..300u64 {
+            let vocab = if case % 7 == 0 {
+                rng.random_range(1000..5000)
+            } else {
+                rng.random_range(1..400)
+            };
+            let levels = if case % 2 == 0 { 6 } else { 100_000 };
+            let mut logits: Vec<f32> = (0..vocab)
+                .map(|_| (rng.random_range(0..levels) as f32 / levels as f32 - 0.5) * 12.0)
+                .collect();
+            if case % 5 == 0 {
+                logits[rng.random_range(0..vocab)] = f32::NAN;
+                logits[rng.random_range(0..vocab)] = f32::NEG_INFINITY;
+            }
+            let p = SampleParams {
+                temperature: rng.random_range(0.2..2.0),
+                top_k: if case % 3 == 0 {
+                    0
+                } else {
+                    rng.random_range(1..80)
+                },
+                top_p: if case % 4 == 0 {
+                    1.0
+                } else {
+                    rng.random_range(0.02..1.0)
+                },
+                min_p: if case % 5 == 1 {
+                    0.0
+                } else {
+                    rng.random_range(0.0..0.6)
+                },
+                seed: rng.random(),
+                counter: case,
+            };
+            assert_eq!(
+                kernel_emulated(&logits, &p),
+                sample_row(&logits, &p),
+                "case {case}: {p:?}"
+            );
+        }
     }
 
     #[test]
