@@ -90,3 +90,36 @@ impl CudaDevice {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever this machine has, asking for a device never panics: no libcuda
+    /// is `DriverLibraryNotFound`, no GPU is `NoDevice`, a GPU opens.
+    #[test]
+    fn opening_a_device_is_a_result_never_a_panic() {
+        match device_count() {
+            Err(e) => {
+                assert!(matches!(e, CudaError::DriverLibraryNotFound), "{e}");
+                assert!(e.to_string().contains("CUDA driver library not found"));
+                assert!(matches!(
+                    CudaDevice::open(0),
+                    Err(CudaError::DriverLibraryNotFound)
+                ));
+            }
+            Ok(0) => assert!(matches!(
+                CudaDevice::open(0),
+                Err(CudaError::NoDevice { .. })
+            )),
+            Ok(n) => {
+                assert!(matches!(
+                    CudaDevice::open(n),
+                    Err(CudaError::NoDevice { ordinal, count }) if ordinal == n && count == n
+                ));
+                let d = CudaDevice::open(0).expect("device 0 of a machine with GPUs");
+                assert!(d.sm_count > 0 && d.arch.major >= 8);
+            }
+        }
+    }
+}

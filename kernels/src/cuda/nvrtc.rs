@@ -264,3 +264,26 @@ fn builtins_beside(dir: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_file_is_an_error_not_a_panic() {
+        let err = Nvrtc::load_from(Some(Path::new("/nonexistent/libnvrtc.so.13"))).unwrap_err();
+        assert!(matches!(err, CudaError::LoadLibrary { .. }), "{err}");
+    }
+
+    #[test]
+    fn compile_options_name_the_architecture_and_include_dirs() {
+        let o = CompileOptions {
+            include_dirs: vec![PathBuf::from("/x/include")],
+            ptxas_verbose: true,
+        };
+        let a = o.args(CudaArch::SM100A);
+        assert!(a.contains(&"--gpu-architecture=sm_100a".to_owned()));
+        assert!(a.contains(&"-I/x/include".to_owned()));
+        assert!(a.contains(&"--ptxas-options=-v".to_owned()));
+    }
+}

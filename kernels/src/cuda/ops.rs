@@ -884,3 +884,51 @@ impl<T, B: DevicePtr<T>> DevicePtrDyn<T> for B {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_sizes_fill_the_gpu_and_respect_shared_memory() {
+        // One sequence, 8 KV heads, long context: split to ~2 blocks per SM.
+        let p = DecodeAttention::choose_partition_size(32, 8, 1, 4096, 132);
+        assert_eq!(p, 128);
+        // A batch that fills the GPU alone: the largest partition.
+        assert_eq!(
+            DecodeAttention::choose_partition_size(32, 8, 256, 4096, 132),
+            512
+        );
+        // Short contexts: one partition covering them.
+        assert_eq!(
+            DecodeAttention::choose_partition_size(32, 8, 1, 100, 132),
+            128
+        );
+        for ctx in [1usize, 63, 64, 65, 511, 512, 513, 100_000] {
+            for seqs in [1usize, 3, 64, 1024] {
+                let p = DecodeAttention::choose_partition_size(9, 3, seqs, ctx, 132);
+                assert!((1..=MAX_DECODE_PARTITION).contains(&p), "{p}");
+                let a = DecodeAttention {
+                    heads: 9,
+                    kv_heads: 3,
+                    head_dim: 64,
+                    block_size: 16,
+                    max_blocks: ctx.div_ceil(16),
+                    scale: 1.0,
+                    partition_size: p,
+                };
+                assert!(a.partitions(ctx) * p >= ctx);
+                assert_eq!(a.scratch_len(seqs, ctx), seqs * 9 * a.partitions(ctx) * 64);
+            }
+        }
+    }
+
+    #[test]
+    fn gqa_groups_map_to_instantiated_head_counts() {
+        let got: Vec<usize> = [1, 2, 3, 4, 5, 7, 8, 16]
+            .iter()
+            .map(|&g| heads_per_block(g))
+            .collect();
+        assert_eq!(got, [1, 2, 4, 4, 8, 8, 8, 8]);
+    }
+}
