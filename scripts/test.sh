@@ -22,6 +22,26 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
+echo "== CUDA backend (no GPU needed): clippy and build with --features cuda, NVRTC compile of every kernel"
+# libcuda/libnvrtc are loaded at run time, so the feature builds anywhere. NVRTC
+# itself comes from NVIDIA's PyPI wheels (13.0, the CUDA version cudarc is built
+# for), installed once into target/cuda-wheels; a failed install fails the suite.
+cargo clippy --workspace --all-targets --features cuda -- -D warnings
+cargo build --workspace --features cuda
+CUDA_WHEELS=target/cuda-wheels
+if ! ls "$CUDA_WHEELS"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
+    CUDA_VENV=target/cuda-venv
+    [ -x "$CUDA_VENV/bin/python" ] || python3 -m venv "$CUDA_VENV"
+    "$CUDA_VENV/bin/pip" install --quiet --target "$CUDA_WHEELS" \
+        "nvidia-cuda-nvrtc==13.0.88" "nvidia-cuda-runtime==13.0.96"
+fi
+NVRTC_LIB=$(ls "$PWD/$CUDA_WHEELS"/nvidia/cu13/lib/libnvrtc.so.* | head -n 1)
+# Kernels that do not compile for sm_80, sm_90a, sm_100a or sm_120a fail here;
+# the GPU-vs-twin tests in the same crate say SKIPPED without a GPU.
+FACTORY_REQUIRE_NVRTC=1 FACTORY_NVRTC_LIB="$NVRTC_LIB" \
+    FACTORY_CUDA_INCLUDE="$PWD/$CUDA_WHEELS/nvidia/cu13/include" \
+    cargo test -p factory-kernels --features cuda
+
 echo "== boto3 against factory serve"
 # The real AWS SDK, unchanged, against the server: installed into a venv if missing.
 PY=python3

@@ -2,3 +2,8 @@
 //! about models, requests or HTTP.
 
 pub mod cpu;
+pub mod cuda_sources;
+pub mod cuda_twin;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

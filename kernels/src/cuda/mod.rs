@@ -1,0 +1,23 @@
+//! The CUDA backend's kernels: device discovery, NVRTC compilation with a disk
+//! cache, and launchers for the kernels in kernels/cuda/*.cu.
+//!
+//! Everything loads libcuda and libnvrtc at run time (cudarc's dynamic loading),
+//! so this builds on machines without CUDA; at run time a missing library or
+//! device is a [`CudaError`], never a panic.
+
+pub mod device;
+mod error;
+pub mod module_cache;
+pub mod nvrtc;
+pub mod ops;
+
+pub use device::{device_count, CudaDevice};
+pub use error::CudaError;
+pub use module_cache::{default_cache_dir, ModuleCache};
+pub use nvrtc::{CompileOptions, Compiled, Nvrtc, NVRTC_LIB_ENV};
+pub use ops::{CudaKernels, DevicePtrDyn};
+
+/// cudarc's device-side types, re-exported for callers of the launchers.
+pub use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+};
