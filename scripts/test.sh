@@ -27,7 +27,7 @@ echo "== CUDA backend (no GPU needed): clippy and build with --features cuda, NV
 # itself comes from NVIDIA's PyPI wheels (13.0, the CUDA version cudarc is built
 # for), installed once into target/cuda-wheels; a failed install fails the suite.
 cargo clippy --workspace --all-targets --features cuda -- -D warnings
-cargo build --workspace --features cuda
+cargo build -p factory-server --bin factory --features cuda
 CUDA_WHEELS=target/cuda-wheels
 if ! ls "$CUDA_WHEELS"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
     CUDA_VENV=target/cuda-venv
