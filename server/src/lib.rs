@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod model_id;
+pub mod observability;
 pub mod prompt;
 pub mod served_model;
 pub mod service;

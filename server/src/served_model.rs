@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::bedrock::BedrockError;
 use crate::model_id::{base_model_id, Family};
+use crate::observability::RequestMetrics;
 use crate::prompt::{Generation, Invocation, Prompt, Role};
 
 /// One served model.
@@ -27,6 +28,8 @@ pub struct ServedModel {
     pub tokenizer: Arc<Tokenizer>,
     /// The model's chat template; `None` for base models (chat APIs then fail).
     pub chat_template: Option<Arc<ChatTemplate>>,
+    /// Where its requests are measured; the [`crate::Service`] serving it sets this.
+    pub metrics: RequestMetrics,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -54,6 +57,7 @@ impl ServedModel {
             engine,
             tokenizer,
             chat_template,
+            metrics: RequestMetrics::disabled(),
         }
     }
 

@@ -23,6 +23,7 @@ use crate::http::response::{
 };
 use crate::http::route::route;
 use crate::http::{Operation, ResponseBody, Route};
+use crate::observability::{route_name, Observability};
 use crate::served_model::ServedModel;
 
 /// Limits and defaults of the service.
@@ -63,6 +64,7 @@ struct Shared {
     config: ServiceConfig,
     auth: Auth,
     model: ServedModel,
+    obs: Observability,
 }
 
 /// The Bedrock Runtime (plus model discovery and `/ping`) over HTTP; cheap to clone.
@@ -82,14 +84,22 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// A service answering for `model`.
-    pub fn new(config: ServiceConfig, auth: Auth, model: ServedModel) -> Self {
+    pub fn new(config: ServiceConfig, auth: Auth, mut model: ServedModel) -> Self {
+        let obs = Observability::new(&model);
+        model.metrics = obs.request_metrics().clone();
         Self {
             shared: Arc::new(Shared {
                 config,
                 auth,
                 model,
+                obs,
             }),
         }
+    }
+
+    /// Its metrics and status.
+    pub fn observability(&self) -> &Observability {
+        &self.shared.obs
     }
 
     /// Answers one request; every failure is a Bedrock error response.
@@ -101,6 +111,7 @@ impl Service {
         let request_id = new_request_id();
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
+        let operation = route_name(&method, &path);
         let mut resp = match self.dispatch(req).await {
             Ok(resp) => resp,
             Err(err) => {
@@ -110,6 +121,8 @@ impl Service {
         };
         tracing::debug!("{method} {path} -> {}", resp.status());
         set_header(&mut resp, HeaderName::from_static(REQUEST_ID), &request_id);
+        self.shared.obs.count_response(operation, &resp);
+        self.shared.obs.upkeep_if_due();
         resp
     }
 
@@ -122,6 +135,10 @@ impl Service {
         let route = route(req.method().as_str(), req.uri().path())?;
         if route == Route::Ping {
             return Ok(json_response(&serde_json::json!({"status": "ok"})));
+        }
+        if let Route::Observe(page) = route {
+            // Unauthenticated, like /ping: scrapers and browsers do not sign.
+            return Ok(shared.obs.page(page));
         }
         let (parts, body) = req.into_parts();
         let declared = parts
@@ -140,6 +157,7 @@ impl Service {
         let model = &shared.model;
         match route {
             Route::Ping => Ok(json_response(&serde_json::json!({"status": "ok"}))),
+            Route::Observe(page) => Ok(shared.obs.page(page)),
             Route::ListFoundationModels => {
                 let query = decode_query(parts.uri.query().unwrap_or_default());
                 Ok(json_response(&foundation_models::list(

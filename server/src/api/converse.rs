@@ -12,7 +12,7 @@ use super::stream::spawn_pump;
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response};
-use crate::http::{ChannelBody, ResponseBody};
+use crate::http::{ChannelBody, Operation, ResponseBody};
 
 /// Frames that may wait unsent before generation waits for the client.
 pub const STREAM_BUFFER: usize = 64;
@@ -36,7 +36,7 @@ pub fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, Bedrock
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let stream = submit(call.model, req)?;
+    let stream = submit(call.model, req)?.for_operation(Operation::ConverseStream);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
     spawn_pump(stream, ConverseEncoder::frames(), tx, started);
     Ok(event_stream_response(body))

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use factory_engine::{GenerateRequest, RequestStream, StopReason, SubmitError, TokenEvent, Usage};
+use factory_engine::{GenerateRequest, StopReason, SubmitError, TokenEvent, Usage};
 
 use crate::bedrock::{BedrockError, ErrorKind};
+use crate::observability::MeteredStream;
 use crate::served_model::ServedModel;
 
 /// A finished generation.
@@ -21,9 +22,11 @@ pub struct Completion {
     pub latency_ms: u64,
 }
 
-/// Submits `req` to the model's engine.
-pub fn submit(model: &ServedModel, req: GenerateRequest) -> Result<RequestStream, BedrockError> {
-    model.engine.submit(req).map_err(submit_error)
+/// Submits `req` to the model's engine; its events are measured as they are read.
+pub fn submit(model: &ServedModel, req: GenerateRequest) -> Result<MeteredStream, BedrockError> {
+    let prompt_tokens = req.prompt.len();
+    let stream = model.engine.submit(req).map_err(submit_error)?;
+    Ok(model.metrics.track(stream, prompt_tokens))
 }
 
 /// The Bedrock error for an engine refusal: the caller's mistake, or 503 when the
@@ -57,7 +60,7 @@ pub fn model_error(message: &str) -> BedrockError {
 
 /// Runs `stream` to its end.
 pub async fn complete(
-    mut stream: RequestStream,
+    mut stream: MeteredStream,
     started: Instant,
 ) -> Result<Completion, BedrockError> {
     let mut text = String::new();
