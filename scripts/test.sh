@@ -28,7 +28,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
     if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
         $SUDO apt-get update -qq || true
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || true
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true
     fi
 fi
 if command -v chromium >/dev/null 2>&1; then
