@@ -19,6 +19,24 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== chromium for the status page test"
+# server/tests/status_page_chromium.rs renders /status in Debian's headless
+# chromium; installed if missing. Only when it cannot be installed is that
+# test skipped (loudly); once it is here, the test must run.
+if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
+        $SUDO apt-get update -qq || true
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true
+    fi
+fi
+if command -v chromium >/dev/null 2>&1; then
+    export FACTORY_REQUIRE_CHROMIUM=1
+else
+    echo "!!! chromium could not be installed: the status page browser test will be SKIPPED !!!" >&2
+fi
+
 echo "== cargo test"
 cargo test --workspace
 

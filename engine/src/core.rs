@@ -89,6 +89,10 @@ struct Active {
     max_tokens: usize,
     generated: usize,
     sink: EventSink,
+    /// When it was submitted, and when a step first scheduled it: the queue
+    /// time reported in its usage.
+    arrived: Instant,
+    first_scheduled: Option<Instant>,
 }
 
 /// Token bytes to text: whole characters only, special tokens silent, and
@@ -259,6 +263,18 @@ impl EngineCore {
         req: GenerateRequest,
         sink: EventSink,
     ) -> Result<(), SubmitError> {
+        self.add_request_at(id, req, sink, Instant::now())
+    }
+
+    /// [`EngineCore::add_request`] for a request submitted at `arrived`
+    /// (its queue time counts from then).
+    pub fn add_request_at(
+        &mut self,
+        id: SeqId,
+        req: GenerateRequest,
+        sink: EventSink,
+        arrived: Instant,
+    ) -> Result<(), SubmitError> {
         let max_total = self.limits().check(&req)?;
         let stop = StopMatcher::new(req.stop_strings.clone())?;
         let mut stop_ids = req.stop_token_ids;
@@ -282,6 +298,8 @@ impl EngineCore {
                 max_tokens: req.max_tokens,
                 generated: 0,
                 sink,
+                arrived,
+                first_scheduled: None,
             },
         );
         Ok(())
@@ -316,12 +334,16 @@ impl EngineCore {
                 ..Default::default()
             };
         }
+        let scheduled_at = Instant::now();
         let mut batch = Batch::default();
         for item in &plan.seqs {
             // Planned sequences exist: the scheduler just returned them.
             let Some(s) = self.scheduler.seq(item.id) else {
                 continue;
             };
+            if let Some(a) = self.active.get_mut(&item.id) {
+                a.first_scheduled.get_or_insert(scheduled_at);
+            }
             batch.seqs.push(BatchSeq {
                 tokens: &s.tokens[item.start..item.start + item.len],
                 start_pos: item.start,
@@ -433,6 +455,9 @@ impl EngineCore {
                     .as_ref()
                     .and_then(|s| s.cached_prompt_tokens)
                     .unwrap_or(0),
+                queue_time: a
+                    .first_scheduled
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(a.arrived)),
             };
             // A receiver that is gone no longer cares.
             let _ = a.sink.send(TokenEvent::Finished { reason, usage });

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -21,6 +21,8 @@ enum Command {
         id: SeqId,
         req: GenerateRequest,
         sink: EventSink,
+        /// When `submit` was called: queue time counts from here.
+        arrived: Instant,
     },
     Abort(SeqId),
 }
@@ -126,7 +128,14 @@ impl EngineHandle {
             })?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = unbounded_channel();
-        if self.tx.send(Command::Add { id, req, sink }).is_err() {
+        let arrived = Instant::now();
+        let add = Command::Add {
+            id,
+            req,
+            sink,
+            arrived,
+        };
+        if self.tx.send(add).is_err() {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::Closed);
         }
@@ -210,8 +219,13 @@ impl Drop for RequestStream {
 
 fn apply(core: &mut EngineCore, cmd: Command) {
     match cmd {
-        Command::Add { id, req, sink } => {
-            if let Err(e) = core.add_request(id, req, sink.clone()) {
+        Command::Add {
+            id,
+            req,
+            sink,
+            arrived,
+        } => {
+            if let Err(e) = core.add_request_at(id, req, sink.clone(), arrived) {
                 let _ = sink.send(TokenEvent::Error {
                     message: e.to_string(),
                 });

@@ -1,5 +1,7 @@
 //! What a caller submits and what it gets back.
 
+use std::time::Duration;
+
 use crate::sampling::SamplingParams;
 
 /// One generation request, already tokenized.
@@ -70,6 +72,9 @@ pub struct Usage {
     pub output_tokens: usize,
     /// Prompt tokens whose K/V came from the prefix cache.
     pub cached_prompt_tokens: usize,
+    /// Time from submission to the first step that scheduled the request
+    /// (what it spent waiting in the queue).
+    pub queue_time: Duration,
 }
 
 /// What a request's stream yields.

@@ -7,6 +7,8 @@ mod common;
 
 use common::*;
 use factory_engine::{GenerateRequest, SamplingParams, StopReason, SubmitError};
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -148,6 +150,45 @@ fn a_dropped_stream_frees_its_blocks_at_the_next_step() {
     assert_eq!(core.aborted(), 1);
     assert_eq!(core.scheduler().blocks().num_free(), setup.num_blocks);
     core.scheduler().check_invariants().unwrap();
+}
+
+#[test]
+fn queue_time_runs_from_submission_to_first_scheduling() {
+    // One slot: the second request waits until the first is done.
+    let mut core = engine(&Setup {
+        max_seqs: 1,
+        ..Setup::default()
+    });
+    let submitted = Instant::now();
+    let (tx_a, mut rx_a) = unbounded_channel();
+    let (tx_b, mut rx_b) = unbounded_channel();
+    core.add_request_at(1, GenerateRequest::new(prompt(1, 20), 12), tx_a, submitted)
+        .unwrap();
+    core.add_request_at(2, GenerateRequest::new(prompt(2, 20), 3), tx_b, submitted)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let first_step_done = {
+        core.step();
+        Instant::now()
+    };
+    let (mut a, mut b) = (Outcome::default(), Outcome::default());
+    let mut a_finished_at = None;
+    while core.has_work() {
+        core.step();
+        drain(&mut rx_a, &mut a);
+        if a.reason.is_some() {
+            a_finished_at.get_or_insert_with(Instant::now);
+        }
+    }
+    drain(&mut rx_b, &mut b);
+    let (qa, qb) = (a.queue_time, b.queue_time);
+    // A ran in the first step, after the 20 ms pause.
+    assert!(qa >= Duration::from_millis(20), "{qa:?}");
+    assert!(qa <= first_step_done - submitted, "{qa:?}");
+    // B was first scheduled only after A finished.
+    let a_done = a_finished_at.expect("A finished") - submitted;
+    assert!(qb >= a_done, "{qb:?} < {a_done:?}");
+    assert_eq!(b.reason, Some(StopReason::MaxTokens));
 }
 
 #[test]

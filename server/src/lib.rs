@@ -15,6 +15,7 @@ pub mod http;
 pub mod model_id;
 pub mod model_limits;
 pub mod model_slot;
+pub mod observability;
 pub mod prompt;
 pub mod served_model;
 pub mod service;

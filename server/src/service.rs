@@ -26,6 +26,7 @@ use crate::http::response::{
 use crate::http::route::route;
 use crate::http::{Operation, ResponseBody, Route};
 use crate::model_slot::ModelSlot;
+use crate::observability::{route_name, Observability};
 use crate::served_model::ServedModel;
 
 /// Limits and defaults of the service.
@@ -74,6 +75,7 @@ struct Shared {
     models: Vec<Arc<ModelSlot>>,
     /// Set on shutdown: new requests get ServiceUnavailableException.
     draining: AtomicBool,
+    obs: Observability,
 }
 
 /// The Bedrock Runtime (plus model discovery and `/ping`) over HTTP; cheap to clone.
@@ -100,12 +102,14 @@ impl Service {
     /// A service answering for several models, each routed by its ids; models
     /// still loading are answered with ServiceUnavailableException until ready.
     pub fn with_models(config: ServiceConfig, auth: Auth, models: Vec<Arc<ModelSlot>>) -> Self {
+        let obs = Observability::new(&models);
         Self {
             shared: Arc::new(Shared {
                 config,
                 auth,
                 models,
                 draining: AtomicBool::new(false),
+                obs,
             }),
         }
     }
@@ -136,6 +140,11 @@ impl Service {
             .sum()
     }
 
+    /// Its metrics and status.
+    pub fn observability(&self) -> &Observability {
+        &self.shared.obs
+    }
+
     /// Answers one request; every failure is a Bedrock error response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody>
     where
@@ -145,6 +154,7 @@ impl Service {
         let request_id = new_request_id();
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
+        let operation = route_name(&method, &path);
         let mut resp = match self.dispatch(req).await {
             Ok(resp) => resp,
             Err(err) => {
@@ -154,6 +164,8 @@ impl Service {
         };
         tracing::debug!("{method} {path} -> {}", resp.status());
         set_header(&mut resp, HeaderName::from_static(REQUEST_ID), &request_id);
+        self.shared.obs.count_response(operation, &resp);
+        self.shared.obs.upkeep_if_due();
         resp
     }
 
@@ -169,6 +181,10 @@ impl Service {
         }
         if self.is_draining() {
             return Err(health::draining_error());
+        }
+        if let Route::Observe(page) = route {
+            // Unauthenticated, like /ping: scrapers and browsers do not sign.
+            return Ok(shared.obs.page(page));
         }
         let (parts, body) = req.into_parts();
         let declared = parts
@@ -186,6 +202,7 @@ impl Service {
         self.authenticate(&parts, &body)?;
         match route {
             Route::Ping => Ok(health::response(&shared.models, self.is_draining())),
+            Route::Observe(page) => Ok(shared.obs.page(page)),
             Route::ListFoundationModels => {
                 let query = decode_query(parts.uri.query().unwrap_or_default());
                 Ok(json_response(&foundation_models::list(
@@ -211,6 +228,7 @@ impl Service {
                         "Too many requests, please wait before trying again.",
                     ));
                 }
+                let metrics = shared.obs.request_metrics(&model.id);
                 let call = Call {
                     model,
                     requested_id: &model_id,
@@ -224,6 +242,7 @@ impl Service {
                         .limits
                         .request_timeout
                         .unwrap_or(shared.config.request_timeout),
+                    metrics: &metrics,
                 };
                 api::run(operation, call).await
             }

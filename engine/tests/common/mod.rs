@@ -84,6 +84,7 @@ pub struct Outcome {
     pub reason: Option<StopReason>,
     pub error: Option<String>,
     pub cached_prompt_tokens: usize,
+    pub queue_time: std::time::Duration,
 }
 
 /// Drains whatever `rx` holds into `o`.
@@ -97,6 +98,7 @@ pub fn drain(rx: &mut UnboundedReceiver<TokenEvent>, o: &mut Outcome) {
             TokenEvent::Finished { reason, usage } => {
                 o.reason = Some(reason);
                 o.cached_prompt_tokens = usage.cached_prompt_tokens;
+                o.queue_time = usage.queue_time;
             }
             TokenEvent::Error { message } => o.error = Some(message),
         }

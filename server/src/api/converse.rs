@@ -12,7 +12,7 @@ use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response};
-use crate::http::{ChannelBody, ResponseBody};
+use crate::http::{ChannelBody, Operation, ResponseBody};
 
 /// Frames that may wait unsent before generation waits for the client.
 pub const STREAM_BUFFER: usize = 64;
@@ -24,7 +24,12 @@ pub async fn converse(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockE
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(submit(call.model, req)?, started, call.request_timeout).await?;
+    let completion = complete(
+        submit(call.model, call.metrics, req)?,
+        started,
+        call.request_timeout,
+    )
+    .await?;
     Ok(json_response(&response(&completion)))
 }
 
@@ -36,7 +41,7 @@ pub fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, Bedrock
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let stream = submit(call.model, req)?;
+    let stream = submit(call.model, call.metrics, req)?.for_operation(Operation::ConverseStream);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
     let deadline = Deadline::converse_stream(started, call.request_timeout);
     spawn_pump(stream, ConverseEncoder::frames(), tx, started, deadline);

@@ -111,7 +111,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 3,
             output_tokens: 2,
-            cached_prompt_tokens: 0,
+            ..Usage::default()
         };
         let timing = Timing {
             latency_ms: 5,

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use factory_engine::{GenerateRequest, RequestStream, StopReason, SubmitError, TokenEvent, Usage};
+use factory_engine::{GenerateRequest, StopReason, SubmitError, TokenEvent, Usage};
 
 use crate::bedrock::{BedrockError, ErrorKind};
+use crate::observability::{MeteredStream, RequestMetrics};
 use crate::served_model::ServedModel;
 
 /// A finished generation.
@@ -22,12 +23,19 @@ pub struct Completion {
 }
 
 /// Submits `req` to the model's engine, refused with ThrottlingException when
-/// the model already holds [`ServedModel::max_requests`] requests.
-pub fn submit(model: &ServedModel, req: GenerateRequest) -> Result<RequestStream, BedrockError> {
-    model
+/// the model already holds [`ServedModel::max_requests`] requests; its events
+/// are measured as they are read.
+pub fn submit(
+    model: &ServedModel,
+    metrics: &RequestMetrics,
+    req: GenerateRequest,
+) -> Result<MeteredStream, BedrockError> {
+    let prompt_tokens = req.prompt.len();
+    let stream = model
         .engine
         .submit_within(req, model.max_requests())
-        .map_err(submit_error)
+        .map_err(submit_error)?;
+    Ok(metrics.track(stream, prompt_tokens))
 }
 
 /// The Bedrock error for an engine refusal: the caller's mistake, or 503 when the
@@ -86,7 +94,7 @@ pub fn deadline(started: Instant, timeout: Duration) -> tokio::time::Instant {
 /// has passed since `started`; the stream is then dropped, which aborts the
 /// request in the engine.
 pub async fn complete(
-    stream: RequestStream,
+    stream: MeteredStream,
     started: Instant,
     timeout: Duration,
 ) -> Result<Completion, BedrockError> {
@@ -99,7 +107,7 @@ pub async fn complete(
     }
 }
 
-async fn collect(mut stream: RequestStream, started: Instant) -> Result<Completion, BedrockError> {
+async fn collect(mut stream: MeteredStream, started: Instant) -> Result<Completion, BedrockError> {
     let mut text = String::new();
     while let Some(ev) = stream.next().await {
         match ev {

@@ -12,7 +12,7 @@ use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response, set_header};
-use crate::http::{ChannelBody, ResponseBody};
+use crate::http::{ChannelBody, Operation, ResponseBody};
 use crate::prompt::Invocation;
 
 /// Parses the native body for the family the requested id selects.
@@ -40,7 +40,12 @@ pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockErr
     let req = call
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(submit(call.model, req)?, started, call.request_timeout).await?;
+    let completion = complete(
+        submit(call.model, call.metrics, req)?,
+        started,
+        call.request_timeout,
+    )
+    .await?;
     let family = call.model.family_for(call.requested_id);
     let mut resp = json_response(&native::response(family, &completion, call.requested_id));
     let counts = [
@@ -68,7 +73,7 @@ pub fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockEr
         .model
         .generate_request(&invocation, call.default_max_tokens)?;
     let prompt_tokens = req.prompt.len();
-    let stream = submit(call.model, req)?;
+    let stream = submit(call.model, call.metrics, req)?.for_operation(Operation::InvokeStream);
     let family = call.model.family_for(call.requested_id);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
     spawn_pump(

@@ -15,6 +15,7 @@ use http::{HeaderMap, Response};
 
 use crate::bedrock::BedrockError;
 use crate::http::{Operation, ResponseBody};
+use crate::observability::RequestMetrics;
 use crate::served_model::ServedModel;
 
 /// Everything an operation needs about one authenticated request.
@@ -32,6 +33,8 @@ pub struct Call<'a> {
     pub default_max_tokens: usize,
     /// How long the request may take before it is aborted (ModelTimeoutException).
     pub request_timeout: std::time::Duration,
+    /// Where the model's requests are measured.
+    pub metrics: &'a RequestMetrics,
 }
 
 /// Runs `operation`.

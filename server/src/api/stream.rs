@@ -5,13 +5,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use factory_engine::{RequestStream, StopReason, TokenEvent, Usage};
+use factory_engine::{StopReason, TokenEvent, Usage};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::generation::{deadline, millis_since, model_error, timeout_error};
 use crate::bedrock::eventstream::{chunk_event, error_frame, json_event};
 use crate::bedrock::{BedrockError, ErrorKind};
+use crate::observability::MeteredStream;
 
 /// One event of a stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +89,7 @@ impl Deadline {
 /// Sends `stream`'s events through `encoder` into `tx` on a new task, ending
 /// with `deadline`'s exception frame (and aborting the request) if it passes.
 pub fn spawn_pump(
-    stream: RequestStream,
+    stream: MeteredStream,
     encoder: impl StreamEncoder,
     tx: mpsc::Sender<Bytes>,
     started: Instant,
@@ -108,7 +109,7 @@ pub fn spawn_pump(
 }
 
 async fn pump(
-    mut stream: RequestStream,
+    mut stream: MeteredStream,
     mut encoder: impl StreamEncoder,
     tx: mpsc::Sender<Bytes>,
     started: Instant,
@@ -151,7 +152,9 @@ async fn pump(
                 return;
             }
             Some(TokenEvent::Error { message }) => {
-                send_error(&tx, &stream_error(&message)).await;
+                let err = stream_error(&message);
+                stream.count_stream_error(&err);
+                send_error(&tx, &err).await;
                 return;
             }
             None => {
@@ -159,6 +162,7 @@ async fn pump(
                     ErrorKind::InternalServer,
                     "The engine stopped before the request finished.",
                 );
+                stream.count_stream_error(&err);
                 send_error(&tx, &err).await;
                 return;
             }

@@ -6,4 +6,4 @@ pub mod response;
 pub mod route;
 
 pub use body::{ChannelBody, ResponseBody};
-pub use route::{Operation, Route};
+pub use route::{Operation, Page, Route};

@@ -35,6 +35,19 @@ pub enum Route {
     GetFoundationModel(String),
     /// `GET /ping` (or `/health`): readiness, unauthenticated.
     Ping,
+    /// Metrics and the status page, unauthenticated (see `observability`).
+    Observe(Page),
+}
+
+/// The observability routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `GET /metrics`: Prometheus text exposition.
+    Metrics,
+    /// `GET /` or `GET /status`: the live status page.
+    Status,
+    /// `GET /status.json`: what the status page shows.
+    StatusJson,
 }
 
 /// Routes `method` + `raw_path`; unknown operations are Bedrock errors.
@@ -47,6 +60,9 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, BedrockError> {
     };
     match (method, segments.as_slice()) {
         ("GET" | "HEAD", ["ping" | "health"]) => Ok(Route::Ping),
+        ("GET", ["metrics"]) => Ok(Route::Observe(Page::Metrics)),
+        ("GET", [""] | ["status"]) => Ok(Route::Observe(Page::Status)),
+        ("GET", ["status.json"]) => Ok(Route::Observe(Page::StatusJson)),
         ("GET", ["foundation-models"]) => Ok(Route::ListFoundationModels),
         ("GET", ["foundation-models", id]) => Ok(Route::GetFoundationModel(decode(id)?)),
         (_, ["model", id, op]) => {
@@ -106,6 +122,15 @@ mod tests {
         }
         assert_eq!(route("GET", "/ping"), Ok(Route::Ping));
         assert_eq!(route("GET", "/health"), Ok(Route::Ping));
+        for (path, page) in [
+            ("/metrics", Page::Metrics),
+            ("/", Page::Status),
+            ("/status", Page::Status),
+            ("/status.json", Page::StatusJson),
+        ] {
+            assert_eq!(route("GET", path), Ok(Route::Observe(page)), "{path}");
+            assert!(route("POST", path).is_err(), "{path}");
+        }
         assert_eq!(
             route("GET", "/foundation-models"),
             Ok(Route::ListFoundationModels)
