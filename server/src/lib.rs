@@ -14,6 +14,7 @@ pub mod model_id;
 pub mod prompt;
 pub mod served_model;
 pub mod service;
+pub mod tools;
 
 pub use model_id::Family;
 pub use served_model::ServedModel;

@@ -6,13 +6,14 @@ use http::Response;
 
 use super::converse_output::{response, ConverseEncoder};
 use super::converse_request::parse_converse;
-use super::generation::{complete, submit};
+use super::generation::{complete_prepared, prepare, submit};
 use super::schema::parse_object;
 use super::stream::spawn_pump;
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response};
 use crate::http::{ChannelBody, ResponseBody};
+use crate::tools::IdStyle;
 
 /// Frames that may wait unsent before generation waits for the client.
 pub const STREAM_BUFFER: usize = 64;
@@ -21,23 +22,33 @@ pub const STREAM_BUFFER: usize = 64;
 pub async fn converse(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse_converse(&parse_object(call.body)?)?;
-    let req = call
-        .model
-        .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(submit(call.model, req)?, started).await?;
+    let prepared = prepare(
+        call.model,
+        &invocation,
+        call.default_max_tokens,
+        IdStyle::Converse,
+    )
+    .await?;
+    let completion = complete_prepared(call.model, prepared, started).await?;
     Ok(json_response(&response(&completion)))
 }
 
 /// `POST /model/{id}/converse-stream`. Errors before the first event are plain
 /// HTTP errors; later ones end the stream with an exception frame.
-pub fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
+pub async fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse_converse(&parse_object(call.body)?)?;
-    let req = call
-        .model
-        .generate_request(&invocation, call.default_max_tokens)?;
-    let stream = submit(call.model, req)?;
+    let prepared = prepare(
+        call.model,
+        &invocation,
+        call.default_max_tokens,
+        IdStyle::Converse,
+    )
+    .await?;
+    let prompt_tokens = prepared.request.prompt.len();
+    let stream = submit(call.model, prepared.request)?;
+    let encoder = ConverseEncoder::frames().with_tools(prepared.output, prompt_tokens);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
-    spawn_pump(stream, ConverseEncoder::frames(), tx, started);
+    spawn_pump(stream, encoder, tx, started);
     Ok(event_stream_response(body))
 }
