@@ -316,6 +316,32 @@ mod tests {
     }
 
     #[test]
+    fn tool_blocks_land_in_their_turns() {
+        let inv = parse(json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "Weather?"}]},
+                {"role": "assistant", "content": [
+                    {"text": "Checking."},
+                    {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Oslo"}}}]},
+                {"role": "user", "content": [
+                    {"toolResult": {"toolUseId": "tooluse_1", "content": [{"json": {"c": 3}}]}},
+                    {"text": "Thanks"}]}
+            ],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "get_weather",
+                "inputSchema": {"json": {"type": "object"}}}}], "toolChoice": {"any": {}}}
+        }))
+        .expect("valid");
+        let Prompt::Chat { turns, tools, .. } = inv.prompt else {
+            panic!("chat expected");
+        };
+        assert_eq!(tools.map(|t| t.choice), Some(crate::tools::ToolChoice::Any));
+        assert_eq!(turns[1].text, "Checking.");
+        assert_eq!(turns[1].tool_calls[0].input, json!({"city": "Oslo"}));
+        assert_eq!(turns[2].text, "Thanks");
+        assert_eq!(turns[2].tool_results[0].content, "{\"c\":3}");
+    }
+
+    #[test]
     fn conversation_rules_use_bedrock_messages() {
         let cases = [
             (json!({"messages": []}), "must start with a user message"),

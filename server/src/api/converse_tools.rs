@@ -77,35 +77,38 @@ pub fn parse_tool_config(config: &Value) -> Result<ToolConfig, BedrockError> {
     }
     let choice = match config.get("toolChoice").filter(|v| !v.is_null()) {
         None => ToolChoice::Auto,
-        Some(c) => {
-            match single_member(c) {
-                Some(("auto", _)) => ToolChoice::Auto,
-                Some(("any", _)) => ToolChoice::Any,
-                Some(("tool", t)) => {
-                    let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
-                    if !valid_tool_name(name) {
-                        return Err(constraint_error(&[format!(
-                        "Value '{name}' at 'toolConfig.toolChoice.tool.name' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"
-                    )]));
-                    }
-                    if !tools.iter().any(|t| t.name == name) {
-                        return Err(BedrockError::validation(format!(
-                        "The tool {name} named in toolConfig.toolChoice.tool.name isn't defined in toolConfig.tools. Define it or choose another tool and try again."
-                    )));
-                    }
-                    ToolChoice::Tool(name.to_string())
-                }
-                _ => return Err(BedrockError::validation(
-                    "The toolConfig.toolChoice field must set exactly one of auto, any or tool.",
-                )),
-            }
-        }
+        Some(c) => parse_tool_choice(c, &tools)?,
     };
     Ok(ToolConfig {
         tools,
         choice,
         single_call: false,
     })
+}
+
+/// Parses `toolConfig.toolChoice` against the parsed tools.
+fn parse_tool_choice(choice: &Value, tools: &[ToolSpec]) -> Result<ToolChoice, BedrockError> {
+    match single_member(choice) {
+        Some(("auto", _)) => Ok(ToolChoice::Auto),
+        Some(("any", _)) => Ok(ToolChoice::Any),
+        Some(("tool", t)) => {
+            let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
+            if !valid_tool_name(name) {
+                return Err(constraint_error(&[format!(
+                    "Value '{name}' at 'toolConfig.toolChoice.tool.name' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"
+                )]));
+            }
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(BedrockError::validation(format!(
+                    "The tool {name} named in toolConfig.toolChoice.tool.name isn't defined in toolConfig.tools. Define it or choose another tool and try again."
+                )));
+            }
+            Ok(ToolChoice::Tool(name.to_string()))
+        }
+        _ => Err(BedrockError::validation(
+            "The toolConfig.toolChoice field must set exactly one of auto, any or tool.",
+        )),
+    }
 }
 
 /// A union's only member.

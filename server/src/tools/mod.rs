@@ -6,6 +6,8 @@
 //! The APIs (Converse, Anthropic Messages, Nova) only translate their wire
 //! shapes to and from these types.
 
+mod auto;
+pub mod blocks;
 pub mod json_prefix;
 pub mod output;
 pub mod parse;
