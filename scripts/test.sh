@@ -43,7 +43,24 @@ for _ in $(seq 1 100); do
         "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1 && break
     sleep 0.2
 done
-AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key_id = "\(.*\)"/\1/p' "$STATE/credentials.toml") \
-AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_access_key = "\(.*\)"/\1/p' "$STATE/credentials.toml") \
+# The key pair the server generated on its first start.
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key_id = "\(.*\)"/\1/p' "$STATE/credentials.toml")
+AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_access_key = "\(.*\)"/\1/p' "$STATE/credentials.toml")
 FACTORY_URL="http://127.0.0.1:$PORT" "$PY" server/tests/python/boto3_client.py \
+    || { cat "$STATE/serve.log" >&2; exit 1; }
+FACTORY_URL="http://127.0.0.1:$PORT" "$PY" server/tests/python/boto3_families.py \
+    || { cat "$STATE/serve.log" >&2; exit 1; }
+
+echo "== the AWS CLI against factory serve"
+# Any AWS CLI that knows `bedrock-runtime converse` (v1 or v2); else v1 from PyPI into a venv.
+AWS=aws
+if ! PAGER=cat aws bedrock-runtime converse help </dev/null >/dev/null 2>&1; then
+    VENV=target/awscli-venv
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet awscli
+    AWS="$VENV/bin/aws"
+fi
+AWS="$AWS" \
+FACTORY_URL="http://127.0.0.1:$PORT" python3 server/tests/python/aws_cli_client.py \
     || { cat "$STATE/serve.log" >&2; exit 1; }

@@ -55,6 +55,9 @@ pub enum SubmitError {
     Admit(#[from] AdmitError),
     #[error("the engine has shut down")]
     Closed,
+    /// Refused by [`crate::EngineHandle::submit_within`]: the engine holds its limit already.
+    #[error("the engine already holds {limit} requests")]
+    Busy { limit: usize },
 }
 
 /// What one step did (for benchmarks and metrics).

@@ -54,6 +54,7 @@ impl EngineStats {
 
 struct Shared {
     limits: RequestLimits,
+    max_running: usize,
     next_id: AtomicU64,
     /// Streams submitted and not yet dropped.
     in_flight: Arc<AtomicUsize>,
@@ -81,6 +82,7 @@ impl EngineHandle {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             limits: core.limits(),
+            max_running: core.scheduler().config().max_num_seqs,
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
             stats: Mutex::new(EngineStats::default()),
@@ -102,13 +104,32 @@ impl EngineHandle {
     /// yields the request's tokens and ends with `Finished` or `Error`.
     /// Dropping the stream aborts the request.
     pub fn submit(&self, req: GenerateRequest) -> Result<RequestStream, SubmitError> {
+        self.submit_within(req, usize::MAX)
+    }
+
+    /// [`EngineHandle::submit`], refused with [`SubmitError::Busy`] when
+    /// `max_in_flight` streams are already in flight. The place is reserved
+    /// atomically, so concurrent callers never overshoot the limit.
+    pub fn submit_within(
+        &self,
+        req: GenerateRequest,
+        max_in_flight: usize,
+    ) -> Result<RequestStream, SubmitError> {
         self.shared.limits.check(&req)?;
+        self.shared
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_in_flight).then_some(n + 1)
+            })
+            .map_err(|_| SubmitError::Busy {
+                limit: max_in_flight,
+            })?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = unbounded_channel();
-        self.tx
-            .send(Command::Add { id, req, sink })
-            .map_err(|_| SubmitError::Closed)?;
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Command::Add { id, req, sink }).is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::Closed);
+        }
         Ok(RequestStream {
             id,
             rx,
@@ -121,7 +142,13 @@ impl EngineHandle {
     /// Request streams submitted and not yet dropped (waiting, running, or
     /// finished but still held by their callers): what servers limit.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Most sequences the engine runs at once (its scheduler's `max_num_seqs`);
+    /// more requests wait in its queue.
+    pub fn max_running(&self) -> usize {
+        self.shared.max_running
     }
 
     /// The latest stats snapshot (updated after every step).
@@ -173,7 +200,7 @@ impl RequestStream {
 
 impl Drop for RequestStream {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if !self.done {
             // The engine may already be gone; then there is nothing to free.
             let _ = self.tx.send(Command::Abort(self.id));

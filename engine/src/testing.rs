@@ -21,6 +21,12 @@ pub struct FakeExecutor {
     pub steps: u64,
     pub tokens_computed: u64,
     pub max_step_tokens: usize,
+    /// The step (1-based) that fails with a backend error, for tests of
+    /// failures in the middle of a request.
+    pub fail_at_step: Option<u64>,
+    /// Time each step takes (a sleep, no CPU), so tests can hold requests
+    /// in flight for as long as they need.
+    pub step_delay: std::time::Duration,
 }
 
 impl FakeExecutor {
@@ -48,6 +54,8 @@ impl FakeExecutor {
             steps: 0,
             tokens_computed: 0,
             max_step_tokens: 0,
+            fail_at_step: None,
+            step_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -92,6 +100,15 @@ impl Executor for FakeExecutor {
 
     fn execute(&mut self, batch: &Batch<'_>) -> Result<StepOutput, ExecutorError> {
         self.steps += 1;
+        if !self.step_delay.is_zero() {
+            std::thread::sleep(self.step_delay);
+        }
+        if self.fail_at_step == Some(self.steps) {
+            return Err(ExecutorError::Backend(format!(
+                "injected failure at step {}",
+                self.steps
+            )));
+        }
         let n = batch.num_tokens();
         self.tokens_computed += n as u64;
         self.max_step_tokens = self.max_step_tokens.max(n);

@@ -112,3 +112,79 @@ fn bad_requests_are_refused_at_submit() {
     }
     assert!(matches!(last, Some(TokenEvent::Finished { .. })));
 }
+
+#[test]
+fn submit_within_refuses_beyond_the_limit_and_never_overshoots() {
+    let h = handle(&Setup::default());
+    let a = h
+        .submit_within(GenerateRequest::new(prompt(1, 8), 1000), 2)
+        .unwrap();
+    let b = h
+        .submit_within(GenerateRequest::new(prompt(2, 8), 1000), 2)
+        .unwrap();
+    assert_eq!(
+        h.submit_within(GenerateRequest::new(prompt(3, 8), 4), 2)
+            .err(),
+        Some(SubmitError::Busy { limit: 2 })
+    );
+    // A refused request takes no place; a dropped stream frees one.
+    assert_eq!(h.in_flight(), 2);
+    drop(a);
+    let c = h
+        .submit_within(GenerateRequest::new(prompt(3, 8), 4), 2)
+        .unwrap();
+    drop((b, c));
+    assert_eq!(h.in_flight(), 0);
+
+    // Many threads racing for 5 places: exactly 5 win.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16u64)
+        .map(|i| {
+            let (h, barrier) = (h.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                h.submit_within(GenerateRequest::new(prompt(i, 8), 1000), 5)
+                    .ok()
+            })
+        })
+        .collect();
+    let streams: Vec<_> = threads
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(streams.len(), 5);
+    assert_eq!(h.in_flight(), 5);
+    assert_eq!(h.max_running(), Setup::default().max_seqs);
+}
+
+#[test]
+fn a_failing_step_ends_its_requests_with_an_error_and_the_engine_serves_on() {
+    let mut fake = factory_engine::testing::FakeExecutor::new(VOCAB, 4, 512, 4096);
+    fake.token_range = TOKENS;
+    fake.fail_at_step = Some(4);
+    let core = factory_engine::EngineCore::new(
+        Box::new(fake),
+        tokenizer(),
+        vec![2],
+        factory_engine::EngineConfig::default(),
+    );
+    let h = EngineHandle::spawn(core).expect("engine thread");
+    let mut s = h.submit(GenerateRequest::new(prompt(1, 8), 100)).unwrap();
+    let mut tokens = 0;
+    let message = loop {
+        match s.blocking_next() {
+            Some(TokenEvent::Token { .. }) => tokens += 1,
+            Some(TokenEvent::Error { message }) => break message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    assert_eq!(tokens, 3, "steps 1-3 produce tokens, step 4 fails");
+    assert!(message.contains("injected failure at step 4"), "{message}");
+    assert!(s.blocking_next().is_none());
+    let mut s = h.submit(GenerateRequest::new(prompt(2, 8), 3)).unwrap();
+    let mut last = None;
+    while let Some(ev) = s.blocking_next() {
+        last = Some(ev);
+    }
+    assert!(matches!(last, Some(TokenEvent::Finished { .. })));
+}

@@ -9,6 +9,7 @@ use factory_models::tokenizer::Tokenizer;
 
 use crate::bedrock::BedrockError;
 use crate::model_id::{base_model_id, Family};
+use crate::model_limits::ModelLimits;
 use crate::prompt::{Generation, Invocation, Prompt, Role, Turn};
 use crate::tools::template::{probe, render_conversation, ToolSupport};
 use crate::tools::{Forced, ToolConfig};
@@ -28,6 +29,8 @@ pub struct ServedModel {
     pub tokenizer: Arc<Tokenizer>,
     /// The model's chat template; `None` for base models (chat APIs then fail).
     pub chat_template: Option<Arc<ChatTemplate>>,
+    /// What requests may ask of this model.
+    pub limits: ModelLimits,
     /// What the chat template does with tools, probed on first use.
     tool_support: Arc<OnceLock<ToolSupport>>,
 }
@@ -38,6 +41,7 @@ impl std::fmt::Debug for ServedModel {
             .field("id", &self.id)
             .field("aliases", &self.aliases)
             .field("default_family", &self.default_family)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +61,7 @@ impl ServedModel {
             engine,
             tokenizer,
             chat_template,
+            limits: ModelLimits::default(),
             tool_support: Arc::new(OnceLock::new()),
         }
     }
@@ -72,10 +77,15 @@ impl ServedModel {
     /// Whether `requested` (a bare id, profile id or ARN, already percent-decoded)
     /// names this model.
     pub fn answers_to(&self, requested: &str) -> bool {
-        let base = base_model_id(requested);
-        std::iter::once(&self.id)
-            .chain(&self.aliases)
-            .any(|id| id == requested || id == base)
+        names(&self.id, &self.aliases, requested)
+    }
+
+    /// Generation requests this model holds at once: the engine's running
+    /// sequences plus [`ModelLimits::max_queued_requests`] waiting.
+    pub fn max_requests(&self) -> usize {
+        self.engine
+            .max_running()
+            .saturating_add(self.limits.max_queued_requests)
     }
 
     /// The native body family for a request addressed as `requested`.
@@ -138,9 +148,17 @@ impl ServedModel {
         invocation: &Invocation,
         default_max_tokens: usize,
     ) -> Result<GenerateRequest, BedrockError> {
-        let prompt = self.encode(&invocation.prompt)?;
         let g: &Generation = &invocation.generation;
-        let mut req = GenerateRequest::new(prompt, g.max_tokens.unwrap_or(default_max_tokens));
+        let max_tokens = match g.max_tokens {
+            Some(n) => {
+                self.limits.check_max_tokens(n)?;
+                n
+            }
+            None => default_max_tokens.min(self.limits.max_max_tokens.unwrap_or(usize::MAX)),
+        };
+        let prompt = self.encode(&invocation.prompt)?;
+        self.limits.check_prompt(prompt.len())?;
+        let mut req = GenerateRequest::new(prompt, max_tokens);
         let mut temperature = g.temperature.unwrap_or(0.0);
         let mut top_p = g.top_p.unwrap_or(1.0);
         // Bedrock allows top_p 0; the sampler needs it positive: both mean "most likely token".
@@ -157,4 +175,13 @@ impl ServedModel {
         req.stop_strings = g.stop_sequences.clone();
         Ok(req)
     }
+}
+
+/// Whether `requested` (a bare id, profile id or ARN, already percent-decoded)
+/// names the model called `id` or one of its `aliases`.
+pub fn names(id: &str, aliases: &[String], requested: &str) -> bool {
+    let base = base_model_id(requested);
+    std::iter::once(id)
+        .chain(aliases.iter().map(String::as_str))
+        .any(|id| id == requested || id == base)
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Request, Response};
 use hyper::body::{Body, Incoming};
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, foundation_models, Call};
 use crate::bedrock::{Authenticator, BedrockError, ErrorKind, RequestParts};
+use crate::health;
 use crate::http::body::read_limited;
 use crate::http::percent::percent_decode;
 use crate::http::response::{
@@ -23,6 +25,7 @@ use crate::http::response::{
 };
 use crate::http::route::route;
 use crate::http::{Operation, ResponseBody, Route};
+use crate::model_slot::ModelSlot;
 use crate::served_model::ServedModel;
 
 /// Limits and defaults of the service.
@@ -34,9 +37,14 @@ pub struct ServiceConfig {
     pub default_max_tokens: usize,
     /// The region written into the ARNs of `/foundation-models`.
     pub region: String,
-    /// Generation requests in flight (running or queued in the engine)
-    /// beyond which new ones get ThrottlingException (429).
+    /// Generation requests in flight (running or queued) across all models
+    /// beyond which new ones get ThrottlingException (429). Each model also
+    /// caps its own: `max_num_seqs` running plus `max_queued_requests` waiting.
     pub max_in_flight_requests: usize,
+    /// How long a request may take: beyond it a non-streaming request gets
+    /// ModelTimeoutException (408) and a stream ends with an exception frame;
+    /// either way its generation is aborted. Models may set their own.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +54,7 @@ impl Default for ServiceConfig {
             default_max_tokens: 512,
             region: "us-east-1".into(),
             max_in_flight_requests: 256,
+            request_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -62,7 +71,9 @@ pub enum Auth {
 struct Shared {
     config: ServiceConfig,
     auth: Auth,
-    model: ServedModel,
+    models: Vec<Arc<ModelSlot>>,
+    /// Set on shutdown: new requests get ServiceUnavailableException.
+    draining: AtomicBool,
 }
 
 /// The Bedrock Runtime (plus model discovery and `/ping`) over HTTP; cheap to clone.
@@ -75,7 +86,7 @@ impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field("config", &self.shared.config)
-            .field("model", &self.shared.model)
+            .field("models", &self.shared.models)
             .finish_non_exhaustive()
     }
 }
@@ -83,13 +94,46 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// A service answering for `model`.
     pub fn new(config: ServiceConfig, auth: Auth, model: ServedModel) -> Self {
+        Self::with_models(config, auth, vec![Arc::new(ModelSlot::ready(model))])
+    }
+
+    /// A service answering for several models, each routed by its ids; models
+    /// still loading are answered with ServiceUnavailableException until ready.
+    pub fn with_models(config: ServiceConfig, auth: Auth, models: Vec<Arc<ModelSlot>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
                 auth,
-                model,
+                models,
+                draining: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The configured models.
+    pub fn models(&self) -> &[Arc<ModelSlot>] {
+        &self.shared.models
+    }
+
+    /// From now on, new requests get ServiceUnavailableException and `/ping`
+    /// reports draining; requests already in flight go on.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Service::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
+    /// Generation requests in flight across the ready models.
+    pub fn in_flight(&self) -> usize {
+        self.shared
+            .models
+            .iter()
+            .filter_map(|m| m.model())
+            .map(|m| m.engine.in_flight())
+            .sum()
     }
 
     /// Answers one request; every failure is a Bedrock error response.
@@ -121,7 +165,10 @@ impl Service {
         let shared = &*self.shared;
         let route = route(req.method().as_str(), req.uri().path())?;
         if route == Route::Ping {
-            return Ok(json_response(&serde_json::json!({"status": "ok"})));
+            return Ok(health::response(&shared.models, self.is_draining()));
+        }
+        if self.is_draining() {
+            return Err(health::draining_error());
         }
         let (parts, body) = req.into_parts();
         let declared = parts
@@ -137,19 +184,18 @@ impl Service {
         }
         let body = read_limited(body, shared.config.max_body_bytes).await?;
         self.authenticate(&parts, &body)?;
-        let model = &shared.model;
         match route {
-            Route::Ping => Ok(json_response(&serde_json::json!({"status": "ok"}))),
+            Route::Ping => Ok(health::response(&shared.models, self.is_draining())),
             Route::ListFoundationModels => {
                 let query = decode_query(parts.uri.query().unwrap_or_default());
                 Ok(json_response(&foundation_models::list(
-                    model,
+                    &shared.models,
                     &shared.config.region,
                     &query,
                 )))
             }
             Route::GetFoundationModel(id) => Ok(json_response(&foundation_models::get(
-                model,
+                &shared.models,
                 &shared.config.region,
                 &id,
             )?)),
@@ -157,13 +203,9 @@ impl Service {
                 operation,
                 model_id,
             } => {
-                if !model.answers_to(&model_id) {
-                    return Err(BedrockError::validation(
-                        "The provided model identifier is invalid.",
-                    ));
-                }
+                let model = self.ready_model(&model_id)?;
                 let generates = !matches!(operation, Operation::CountTokens);
-                if generates && model.engine.in_flight() >= shared.config.max_in_flight_requests {
+                if generates && self.in_flight() >= shared.config.max_in_flight_requests {
                     return Err(BedrockError::new(
                         ErrorKind::Throttling,
                         "Too many requests, please wait before trying again.",
@@ -174,10 +216,34 @@ impl Service {
                     requested_id: &model_id,
                     headers: &parts.headers,
                     body: &body,
-                    default_max_tokens: shared.config.default_max_tokens,
+                    default_max_tokens: model
+                        .limits
+                        .default_max_tokens
+                        .unwrap_or(shared.config.default_max_tokens),
+                    request_timeout: model
+                        .limits
+                        .request_timeout
+                        .unwrap_or(shared.config.request_timeout),
                 };
                 api::run(operation, call).await
             }
+        }
+    }
+
+    /// The ready model `requested` names; an unknown id is a ValidationException
+    /// (as Bedrock answers), a model still loading or failed a ServiceUnavailableException.
+    fn ready_model(&self, requested: &str) -> Result<&ServedModel, BedrockError> {
+        let slot = self
+            .shared
+            .models
+            .iter()
+            .find(|m| m.answers_to(requested))
+            .ok_or_else(|| BedrockError::validation("The provided model identifier is invalid."))?;
+        match slot.model() {
+            Some(model) => Ok(model),
+            None => Err(health::model_unavailable(slot).unwrap_or_else(|| {
+                BedrockError::new(ErrorKind::ServiceUnavailable, "The model is not ready.")
+            })),
         }
     }
 

@@ -50,6 +50,26 @@ async fn sigterm_finishes_the_stream_in_flight_then_exits() {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    // The model loads after the server binds: /ping says when it is ready.
+    let t0 = Instant::now();
+    loop {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let ping = http::Request::get("/ping")
+            .header("host", &addr)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        if sender.send_request(ping).await.expect("ping").status() == 200 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "model never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let stream = tokio::net::TcpStream::connect(&addr)
         .await

@@ -8,7 +8,7 @@ use super::converse_output::{response, ConverseEncoder};
 use super::converse_request::parse_converse;
 use super::generation::{complete_prepared, prepare, submit};
 use super::schema::parse_object;
-use super::stream::spawn_pump;
+use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response};
@@ -22,14 +22,8 @@ pub const STREAM_BUFFER: usize = 64;
 pub async fn converse(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse_converse(&parse_object(call.body)?)?;
-    let prepared = prepare(
-        call.model,
-        &invocation,
-        call.default_max_tokens,
-        IdStyle::Converse,
-    )
-    .await?;
-    let completion = complete_prepared(call.model, prepared, started).await?;
+    let prepared = prepare(&call, &invocation, IdStyle::Converse, started).await?;
+    let completion = complete_prepared(&call, prepared, started).await?;
     Ok(json_response(&response(&completion)))
 }
 
@@ -38,17 +32,12 @@ pub async fn converse(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockE
 pub async fn converse_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse_converse(&parse_object(call.body)?)?;
-    let prepared = prepare(
-        call.model,
-        &invocation,
-        call.default_max_tokens,
-        IdStyle::Converse,
-    )
-    .await?;
+    let prepared = prepare(&call, &invocation, IdStyle::Converse, started).await?;
     let prompt_tokens = prepared.request.prompt.len();
     let stream = submit(call.model, prepared.request)?;
     let encoder = ConverseEncoder::frames().with_tools(prepared.output, prompt_tokens);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
-    spawn_pump(stream, encoder, tx, started);
+    let deadline = Deadline::converse_stream(started, call.request_timeout);
+    spawn_pump(stream, encoder, tx, started, deadline);
     Ok(event_stream_response(body))
 }

@@ -1,10 +1,12 @@
 //! Control-plane ListFoundationModels and GetFoundationModel
 //! (reference/bedrock-api.md 10), so clients can discover the served ids.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::bedrock::{BedrockError, ErrorKind};
-use crate::served_model::ServedModel;
+use crate::model_slot::ModelSlot;
 
 /// The provider name shown for `id` (Bedrock's, or `factory` for local ids).
 fn provider_name(id: &str) -> &'static str {
@@ -32,16 +34,18 @@ fn summary(id: &str, region: &str) -> Value {
     })
 }
 
-/// Every id the model answers to, filtered by the `byProvider` / `byOutputModality`
-/// query parameters (values already decoded).
-pub fn list(model: &ServedModel, region: &str, query: &[(String, String)]) -> Value {
+/// Every id the models answer to (loading ones included), filtered by the
+/// `byProvider` / `byOutputModality` query parameters (values already decoded).
+pub fn list(models: &[Arc<ModelSlot>], region: &str, query: &[(String, String)]) -> Value {
     let wanted = |key: &str| {
         query
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     };
-    let ids = std::iter::once(&model.id).chain(&model.aliases);
+    let ids = models
+        .iter()
+        .flat_map(|m| std::iter::once(m.id()).chain(m.aliases().iter().map(String::as_str)));
     let summaries: Vec<Value> = ids
         .filter(|id| {
             wanted("byProvider").is_none_or(|p| {
@@ -59,8 +63,12 @@ pub fn list(model: &ServedModel, region: &str, query: &[(String, String)]) -> Va
 }
 
 /// The details of `requested`, or 404 when no served model answers to it.
-pub fn get(model: &ServedModel, region: &str, requested: &str) -> Result<Value, BedrockError> {
-    if !model.answers_to(requested) {
+pub fn get(
+    models: &[Arc<ModelSlot>],
+    region: &str,
+    requested: &str,
+) -> Result<Value, BedrockError> {
+    if !models.iter().any(|m| m.answers_to(requested)) {
         return Err(BedrockError::new(
             ErrorKind::ResourceNotFound,
             format!("Could not resolve the foundation model from the provided model identifier {requested}."),

@@ -1,10 +1,11 @@
 //! Running an engine request for an API call: submitting (with engine refusals as
 //! Bedrock errors) and collecting a whole completion.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use factory_engine::{GenerateRequest, RequestStream, StopReason, SubmitError, TokenEvent, Usage};
 
+use super::Call;
 use crate::bedrock::{BedrockError, ErrorKind};
 use crate::prompt::{Invocation, Prompt};
 use crate::served_model::ServedModel;
@@ -28,9 +29,13 @@ pub struct Completion {
     pub tool_use: bool,
 }
 
-/// Submits `req` to the model's engine.
+/// Submits `req` to the model's engine, refused with ThrottlingException when
+/// the model already holds [`ServedModel::max_requests`] requests.
 pub fn submit(model: &ServedModel, req: GenerateRequest) -> Result<RequestStream, BedrockError> {
-    model.engine.submit(req).map_err(submit_error)
+    model
+        .engine
+        .submit_within(req, model.max_requests())
+        .map_err(submit_error)
 }
 
 /// The Bedrock error for an engine refusal: the caller's mistake, or 503 when the
@@ -47,6 +52,10 @@ pub fn submit_error(err: SubmitError) -> BedrockError {
         SubmitError::Admit(e) => BedrockError::validation(format!(
             "Input is too long for requested model: {e}."
         )),
+        SubmitError::Busy { .. } => BedrockError::new(
+            ErrorKind::Throttling,
+            "Too many requests, please wait before trying again.",
+        ),
         other => BedrockError::validation(other.to_string()),
     }
 }
@@ -62,11 +71,43 @@ pub fn model_error(message: &str) -> BedrockError {
     )
 }
 
-/// Runs `stream` to its end.
+/// The ModelTimeoutException of a request that ran past `timeout`.
+pub fn timeout_error(timeout: Duration) -> BedrockError {
+    BedrockError::new(
+        ErrorKind::ModelTimeout,
+        format!(
+            "Model has timed out in processing the request: it did not finish within {} seconds. Try a smaller maximum tokens value, or a streaming operation.",
+            timeout.as_secs_f64()
+        ),
+    )
+}
+
+/// `timeout` after `started`; a timeout too large to represent never passes.
+pub fn deadline(started: Instant, timeout: Duration) -> tokio::time::Instant {
+    let start = tokio::time::Instant::from_std(started);
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Runs `stream` to its end, or fails with ModelTimeoutException once `timeout`
+/// has passed since `started`; the stream is then dropped, which aborts the
+/// request in the engine.
 pub async fn complete(
-    mut stream: RequestStream,
+    stream: RequestStream,
     started: Instant,
+    timeout: Duration,
 ) -> Result<Completion, BedrockError> {
+    match tokio::time::timeout_at(deadline(started, timeout), collect(stream, started)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("request aborted after the request timeout of {timeout:?}");
+            Err(timeout_error(timeout))
+        }
+    }
+}
+
+async fn collect(mut stream: RequestStream, started: Instant) -> Result<Completion, BedrockError> {
     let mut text = String::new();
     while let Some(ev) = stream.next().await {
         match ev {
@@ -109,11 +150,12 @@ pub struct Prepared {
 /// that lets the model write the tool's name (prefilled up to it), then
 /// forces that tool; the name pass's tokens are not counted in the usage.
 pub async fn prepare(
-    model: &ServedModel,
+    call: &Call<'_>,
     invocation: &Invocation,
-    default_max_tokens: usize,
     ids: IdStyle,
+    started: Instant,
 ) -> Result<Prepared, BedrockError> {
+    let (model, default_max_tokens) = (call.model, call.default_max_tokens);
     let Some(config) = invocation.prompt.tools() else {
         return Ok(Prepared {
             request: model.generate_request(invocation, default_max_tokens)?,
@@ -132,7 +174,7 @@ pub async fn prepare(
             output: Some(ToolOutput::new(config, ids, Some(name))),
         }),
         Forced::Pick => {
-            let name = pick_name(model, invocation).await?;
+            let name = pick_name(call, invocation, started).await?;
             let mut forced = invocation.clone();
             if let Prompt::Chat { tools: Some(t), .. } = &mut forced.prompt {
                 t.choice = ToolChoice::Tool(name.clone());
@@ -147,7 +189,12 @@ pub async fn prepare(
 
 /// Lets the model write a tool name after the prefilled opener and maps it
 /// to an offered tool ([`pick_tool`]).
-async fn pick_name(model: &ServedModel, invocation: &Invocation) -> Result<String, BedrockError> {
+async fn pick_name(
+    call: &Call<'_>,
+    invocation: &Invocation,
+    started: Instant,
+) -> Result<String, BedrockError> {
+    let model = call.model;
     let tools = invocation
         .prompt
         .tools()
@@ -166,7 +213,7 @@ async fn pick_name(model: &ServedModel, invocation: &Invocation) -> Result<Strin
     let mut req = model.generate_request(invocation, longest + 1)?;
     req.max_tokens = longest + 1;
     req.stop_strings = vec!["\"".to_string()];
-    let named = complete(submit(model, req)?, Instant::now()).await?;
+    let named = complete(submit(model, req)?, started, call.request_timeout).await?;
     let tool = pick_tool(tools, &named.text).ok_or_else(|| {
         BedrockError::validation("The toolConfig.toolChoice.any field needs at least one tool.")
     })?;
@@ -175,17 +222,35 @@ async fn pick_name(model: &ServedModel, invocation: &Invocation) -> Result<Strin
 }
 
 /// Submits a prepared request and runs it to its end (or, with tools, until
-/// the output is complete: generation stops as soon as a forced call closes).
+/// the output is complete: generation stops as soon as a forced call closes),
+/// failing with ModelTimeoutException past the request timeout.
 pub async fn complete_prepared(
-    model: &ServedModel,
+    call: &Call<'_>,
     prepared: Prepared,
     started: Instant,
 ) -> Result<Completion, BedrockError> {
     let prompt_tokens = prepared.request.prompt.len();
-    let mut stream = submit(model, prepared.request)?;
-    let Some(mut output) = prepared.output else {
-        return complete(stream, started).await;
+    let stream = submit(call.model, prepared.request)?;
+    let timeout = call.request_timeout;
+    let Some(output) = prepared.output else {
+        return complete(stream, started, timeout).await;
     };
+    let collect = collect_tools(stream, output, started, prompt_tokens);
+    match tokio::time::timeout_at(deadline(started, timeout), collect).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("request aborted after the request timeout of {timeout:?}");
+            Err(timeout_error(timeout))
+        }
+    }
+}
+
+async fn collect_tools(
+    mut stream: RequestStream,
+    mut output: ToolOutput,
+    started: Instant,
+    prompt_tokens: usize,
+) -> Result<Completion, BedrockError> {
     let mut blocks = BlockCollector::default();
     blocks.add(output.start());
     let mut text = String::new();

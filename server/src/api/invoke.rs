@@ -8,7 +8,7 @@ use super::converse::STREAM_BUFFER;
 use super::generation::{complete_prepared, prepare, submit};
 use super::native;
 use super::schema::parse_object;
-use super::stream::spawn_pump;
+use super::stream::{spawn_pump, Deadline};
 use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response, set_header};
@@ -48,14 +48,8 @@ pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockErr
     let started = Instant::now();
     let invocation = parse(&call)?;
     let family = call.model.family_for(call.requested_id);
-    let prepared = prepare(
-        call.model,
-        &invocation,
-        call.default_max_tokens,
-        id_style(family),
-    )
-    .await?;
-    let completion = complete_prepared(call.model, prepared, started).await?;
+    let prepared = prepare(&call, &invocation, id_style(family), started).await?;
+    let completion = complete_prepared(&call, prepared, started).await?;
     let mut resp = json_response(&native::response(family, &completion, call.requested_id));
     let counts = [
         (
@@ -79,13 +73,7 @@ pub async fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, Bed
     let started = Instant::now();
     let invocation = parse(&call)?;
     let family = call.model.family_for(call.requested_id);
-    let prepared = prepare(
-        call.model,
-        &invocation,
-        call.default_max_tokens,
-        id_style(family),
-    )
-    .await?;
+    let prepared = prepare(&call, &invocation, id_style(family), started).await?;
     let prompt_tokens = prepared.request.prompt.len();
     let stream = submit(call.model, prepared.request)?;
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
@@ -94,6 +82,7 @@ pub async fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, Bed
         native::encoder(family, call.requested_id, prompt_tokens, prepared.output),
         tx,
         started,
+        Deadline::invoke_stream(started, call.request_timeout),
     );
     let mut resp = event_stream_response(body);
     set_header(

@@ -31,6 +31,8 @@ pub struct Call<'a> {
     pub body: &'a [u8],
     /// Tokens to generate when the request names no limit.
     pub default_max_tokens: usize,
+    /// How long the request may take before it is aborted (ModelTimeoutException).
+    pub request_timeout: std::time::Duration,
 }
 
 /// Runs `operation`.

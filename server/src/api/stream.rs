@@ -2,14 +2,14 @@
 //! engine events into events, this pump frames and sends them, stops generation
 //! when the client goes away, and ends with an exception frame on failure.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use factory_engine::{RequestStream, StopReason, TokenEvent, Usage};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::generation::{millis_since, model_error};
+use super::generation::{deadline, millis_since, model_error, timeout_error};
 use crate::bedrock::eventstream::{chunk_event, error_frame, json_event};
 use crate::bedrock::{BedrockError, ErrorKind};
 
@@ -57,14 +57,60 @@ pub fn invocation_metrics(usage: &Usage, timing: Timing) -> Value {
     })
 }
 
-/// Sends `stream`'s events through `encoder` into `tx` on a new task.
+/// When a stream must end, and the exception frame it then ends with.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    at: tokio::time::Instant,
+    error: BedrockError,
+}
+
+impl Deadline {
+    /// InvokeModelWithResponseStream: its `ResponseStream` models
+    /// `modelTimeoutException`.
+    pub fn invoke_stream(started: Instant, timeout: Duration) -> Self {
+        Self {
+            at: deadline(started, timeout),
+            error: timeout_error(timeout),
+        }
+    }
+
+    /// ConverseStream: its union has no timeout member, so the timeout is a
+    /// `modelStreamErrorException` whose original status is 408.
+    pub fn converse_stream(started: Instant, timeout: Duration) -> Self {
+        let timeout_err = timeout_error(timeout);
+        Self {
+            at: deadline(started, timeout),
+            error: BedrockError::new(
+                ErrorKind::ModelStreamError {
+                    original_status_code: Some(408),
+                    original_message: Some(timeout_err.message.clone()),
+                },
+                timeout_err.message,
+            ),
+        }
+    }
+}
+
+/// Sends `stream`'s events through `encoder` into `tx` on a new task, ending
+/// with `deadline`'s exception frame (and aborting the request) if it passes.
 pub fn spawn_pump(
     stream: RequestStream,
     encoder: impl StreamEncoder,
     tx: mpsc::Sender<Bytes>,
     started: Instant,
+    deadline: Deadline,
 ) {
-    tokio::spawn(pump(stream, encoder, tx, started));
+    tokio::spawn(async move {
+        let at = deadline.at;
+        tokio::select! {
+            () = pump(stream, encoder, tx.clone(), started) => {}
+            // Dropping `pump` drops the request's stream, which aborts it.
+            () = tokio::time::sleep_until(at) => {
+                tracing::info!("stream aborted at the request timeout");
+                send_error(&tx, &deadline.error).await;
+            }
+        }
+    });
 }
 
 async fn pump(

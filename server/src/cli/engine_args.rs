@@ -99,11 +99,33 @@ pub struct EngineArgs {
 
 /// Starts the engine thread over the CPU backend.
 pub fn start_engine(bundle: &ModelBundle, args: &EngineArgs) -> anyhow::Result<EngineHandle> {
+    start_engine_with_context(bundle, args, None)
+}
+
+/// [`start_engine`] with sequences capped at `context_length` tokens (at
+/// most the model's own context).
+pub fn start_engine_with_context(
+    bundle: &ModelBundle,
+    args: &EngineArgs,
+    context_length: Option<usize>,
+) -> anyhow::Result<EngineHandle> {
     if args.block_size == 0 || args.max_num_seqs == 0 || args.max_num_batched_tokens == 0 {
         bail!("--block-size, --max-num-seqs and --max-num-batched-tokens must be at least 1");
     }
     // Weights are shared (memory maps behind Arcs): the clone is cheap.
-    let model = Arc::new(bundle.model.clone());
+    let mut model = bundle.model.clone();
+    if let Some(c) = context_length {
+        let own = model.config.max_position_embeddings;
+        if c < 2 {
+            bail!("context_length must be at least 2");
+        }
+        if c > own {
+            tracing::warn!("context_length {c} is above the model's own {own}; using {own}");
+        }
+        // Lowering the limit only: the forward pass checks positions against it.
+        model.config.max_position_embeddings = c.min(own);
+    }
+    let model = Arc::new(model);
     let max_len = model.config.max_position_embeddings;
     let bytes = usize::try_from(args.kv_cache_memory.bytes()).unwrap_or(usize::MAX);
     let executor = CpuExecutor::with_memory_budget(

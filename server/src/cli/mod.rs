@@ -7,6 +7,7 @@ mod load;
 mod perplexity;
 mod prompt;
 mod serve;
+mod serve_models;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use factory_kernels::cpu::ActivationMode;

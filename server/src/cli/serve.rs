@@ -1,16 +1,16 @@
-//! `factory serve`: the Bedrock Runtime API over HTTP for one model.
+//! `factory serve`: the Bedrock Runtime API over HTTP for one or more models.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
-use factory_models::default_model;
 use factory_server::config::FileConfig;
 use factory_server::credentials::{self, KeyPair};
-use factory_server::{Auth, Family, ServedModel, Service};
+use factory_server::{Auth, Service};
 
-use super::engine_args::{start_engine, EngineArgs};
-use super::load::load_bundle;
+use super::engine_args::EngineArgs;
+use super::serve_models;
 use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
@@ -22,18 +22,32 @@ pub struct ServeArgs {
     /// Listen address [default: 127.0.0.1:8080, or the config file's `addr`].
     #[arg(long)]
     pub addr: Option<String>,
-    /// A TOML file: model ids and aliases, limits, credentials.
+    /// A TOML file: models (`[[models]]`: path, ids, limits, engine settings),
+    /// limits, credentials.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The id clients address the model by [default: the config's, else
     /// smollm2-135m-instruct for the default model, else the file name].
     #[arg(long)]
     pub model_id: Option<String>,
+    /// Seconds a request may take; beyond it the generation is aborted and the
+    /// client gets ModelTimeoutException [default: the config's, else 600].
+    #[arg(long)]
+    pub request_timeout: Option<u64>,
+    /// Requests each model queues beside the `--max-num-seqs` it runs; more get
+    /// ThrottlingException (429) [default: the config's, else 256].
+    #[arg(long)]
+    pub max_queued_requests: Option<usize>,
+    /// Generation requests in flight across all models; more get
+    /// ThrottlingException (429) [default: the config's, else 256].
+    #[arg(long)]
+    pub max_in_flight_requests: Option<usize>,
     /// Accept unauthenticated requests (logs a warning for each).
     #[arg(long)]
     pub no_auth: bool,
-    /// On SIGTERM / Ctrl-C: stop accepting, then wait at most this many
-    /// seconds for requests in flight to finish before exiting.
+    /// On SIGTERM / Ctrl-C: answer new requests with ServiceUnavailableException
+    /// (503) and wait at most this many seconds for requests in flight to finish,
+    /// then close the listener and exit.
     #[arg(long, default_value_t = 60)]
     pub drain_timeout: u64,
 }
@@ -49,24 +63,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| file.addr.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let mut bundle = load_bundle(&args.model)?;
-    let engine = start_engine(&bundle, &args.engine)?;
-    let drain_engine = engine.clone();
-    let drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
-    let mut model = ServedModel::new(
-        model_id(&args, &file),
-        engine,
-        Arc::new(bundle.tokenizer.clone()),
-        bundle.chat_template.take().map(Arc::new),
-    );
-    model.aliases = file.model.aliases.clone();
-    model.default_family = file.model.native_format.unwrap_or(Family::Anthropic);
-    let ids = std::iter::once(&model.id)
-        .chain(&model.aliases)
-        .cloned()
+    let plans = serve_models::plans(&args, &file)?;
+    let ids = plans
+        .iter()
+        .flat_map(|p| {
+            std::iter::once(p.slot.id()).chain(p.slot.aliases().iter().map(String::as_str))
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    let service = Service::new(file.service_config(), auth, model);
+    let mut config = file.service_config();
+    if let Some(n) = args.max_in_flight_requests {
+        config.max_in_flight_requests = n;
+    }
+    if let Some(secs) = args.request_timeout {
+        if secs == 0 {
+            anyhow::bail!("--request-timeout must be at least 1 second");
+        }
+        config.request_timeout = Duration::from_secs(secs);
+    }
+    let service =
+        Service::with_models(config, auth, plans.iter().map(|p| p.slot.clone()).collect());
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,17 +93,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API)");
-        service.serve(listener, shutdown_signal()).await?;
-        // The listener is closed: drain what is in flight, then exit.
-        let t0 = std::time::Instant::now();
-        while drain_engine.in_flight() > 0 && t0.elapsed() < drain_timeout {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API); /ping is 200 once the models are loaded");
+        // Bound first, then loaded: /ping tells orchestrators when to send work.
+        let no_model = serve_models::spawn_loader(plans)?;
+        let fatal = Arc::new(OnceLock::new());
+        let shutdown = {
+            let (service, fatal) = (service.clone(), fatal.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    Ok(why) = no_model => {
+                        let _ = fatal.set(why);
+                        return;
+                    }
+                }
+                // Keep answering (503 for new work) until what is in flight is done.
+                service.start_draining();
+                let t0 = std::time::Instant::now();
+                while service.in_flight() > 0 && t0.elapsed() < drain_timeout {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        service.clone().serve(listener, shutdown).await?;
+        if let Some(why) = fatal.get() {
+            anyhow::bail!("no model could be loaded: {why}");
         }
-        match drain_engine.in_flight() {
+        match service.in_flight() {
             0 => {
                 // Let the last responses' bytes leave their connections.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 tracing::info!("drained; exiting");
             }
             n => tracing::warn!("{n} requests still in flight after {drain_timeout:?}; exiting"),
@@ -117,20 +153,7 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    tracing::info!("shutting down: no new connections; draining requests in flight");
-}
-
-fn model_id(args: &ServeArgs, file: &FileConfig) -> String {
-    if let Some(id) = args.model_id.clone().or_else(|| file.model.id.clone()) {
-        return id;
-    }
-    if args.model.model == "default" {
-        return default_model::MODEL_ID.to_string();
-    }
-    let path = PathBuf::from(&args.model.model);
-    path.file_stem()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .unwrap_or_else(|| args.model.model.clone())
+    tracing::info!("shutting down: new requests get 503; draining requests in flight");
 }
 
 /// Credentials from the config file and environment; with none, a key pair

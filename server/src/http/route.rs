@@ -33,7 +33,7 @@ pub enum Route {
     ListFoundationModels,
     /// `GET /foundation-models/{id}` (decoded).
     GetFoundationModel(String),
-    /// `GET /ping`: health, unauthenticated.
+    /// `GET /ping` (or `/health`): readiness, unauthenticated.
     Ping,
 }
 
@@ -46,7 +46,7 @@ pub fn route(method: &str, raw_path: &str) -> Result<Route, BedrockError> {
             .ok_or_else(|| BedrockError::validation("The provided model identifier is invalid."))
     };
     match (method, segments.as_slice()) {
-        ("GET" | "HEAD", ["ping"]) => Ok(Route::Ping),
+        ("GET" | "HEAD", ["ping" | "health"]) => Ok(Route::Ping),
         ("GET", ["foundation-models"]) => Ok(Route::ListFoundationModels),
         ("GET", ["foundation-models", id]) => Ok(Route::GetFoundationModel(decode(id)?)),
         (_, ["model", id, op]) => {
@@ -105,6 +105,7 @@ mod tests {
             );
         }
         assert_eq!(route("GET", "/ping"), Ok(Route::Ping));
+        assert_eq!(route("GET", "/health"), Ok(Route::Ping));
         assert_eq!(
             route("GET", "/foundation-models"),
             Ok(Route::ListFoundationModels)

@@ -48,14 +48,51 @@ pub fn server() -> &'static Server {
     SERVER.get_or_init(start)
 }
 
-fn start() -> Server {
+/// The default model, loaded (exact mode).
+pub fn default_bundle() -> ModelBundle {
     let path = factory_models::default_model::cached_path();
     assert!(
         path.is_file(),
         "the default model is missing at {}; run `cargo run -p factory-server --bin factory -- fetch-default-model` (scripts/test.sh does)",
         path.display()
     );
-    let mut bundle = ModelBundle::load(&path, ActivationMode::Exact).expect("default model loads");
+    ModelBundle::load(&path, ActivationMode::Exact).expect("default model loads")
+}
+
+/// The harness's credentials: SigV4 key pair and bearer key.
+pub fn test_auth() -> Auth {
+    let mut api_keys = ApiKeys::new();
+    api_keys.insert("tests", API_KEY);
+    let verifier = SigV4Verifier::new(HashMap::from([(AKID.to_string(), SECRET.to_string())]));
+    Auth::Required(Authenticator::new(Some(verifier), api_keys))
+}
+
+/// Serves `service` on a loopback port, on its own thread and runtime.
+pub fn spawn_service(service: Service) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            service
+                .serve(listener, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    rx.recv().expect("server address")
+}
+
+fn start() -> Server {
+    let mut bundle = default_bundle();
     let core = EngineCore::new(
         Box::new(CpuExecutor::new(Arc::new(bundle.model.clone()), 16, 1024)),
         Arc::new(bundle.tokenizer.clone()),
@@ -79,10 +116,7 @@ fn start() -> Server {
     model.aliases = [LLAMA_ID, CLAUDE_ID, MISTRAL_ID, TITAN_ID, NOVA_ID]
         .map(String::from)
         .to_vec();
-    let mut api_keys = ApiKeys::new();
-    api_keys.insert("tests", API_KEY);
-    let verifier = SigV4Verifier::new(HashMap::from([(AKID.to_string(), SECRET.to_string())]));
-    let auth = Auth::Required(Authenticator::new(Some(verifier), api_keys));
+    let auth = test_auth();
     let mut config = ServiceConfig {
         max_body_bytes: MAX_BODY,
         default_max_tokens: 8,
@@ -93,26 +127,7 @@ fn start() -> Server {
         n => config.max_in_flight_requests = n,
     }
     let service = Service::new(config, auth, model);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            service
-                .serve(listener, std::future::pending())
-                .await
-                .expect("serve");
-        });
-    });
-    let addr = rx.recv().expect("server address");
+    let addr = spawn_service(service);
     Server { addr, engine }
 }
 
@@ -238,7 +253,17 @@ pub async fn open(
     path: &str,
     body: &[u8],
 ) -> http::Response<hyper::body::Incoming> {
-    let addr = server().addr;
+    open_at(server().addr, creds, method, path, body).await
+}
+
+/// [`open`] against the server at `addr`.
+pub async fn open_at(
+    addr: SocketAddr,
+    creds: Credentials<'_>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> http::Response<hyper::body::Incoming> {
     let host = addr.to_string();
     let mut headers = vec![("host".to_string(), host.clone())];
     if !body.is_empty() || method == "POST" {
@@ -262,7 +287,18 @@ pub async fn open(
 
 /// Sends one request and reads the whole reply.
 pub async fn send(creds: Credentials<'_>, method: &str, path: &str, body: &[u8]) -> Reply {
-    let resp = open(creds, method, path, body).await;
+    send_at(server().addr, creds, method, path, body).await
+}
+
+/// [`send`] to the server at `addr`.
+pub async fn send_at(
+    addr: SocketAddr,
+    creds: Credentials<'_>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Reply {
+    let resp = open_at(addr, creds, method, path, body).await;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Reply {
@@ -274,6 +310,16 @@ pub async fn send(creds: Credentials<'_>, method: &str, path: &str, body: &[u8])
 
 /// POSTs JSON to `/model/{id}/{op}` with good credentials.
 pub async fn post(model_id: &str, op: &str, body: &serde_json::Value) -> Reply {
+    post_at(server().addr, model_id, op, body).await
+}
+
+/// [`post`] to the server at `addr`.
+pub async fn post_at(
+    addr: SocketAddr,
+    model_id: &str,
+    op: &str,
+    body: &serde_json::Value,
+) -> Reply {
     let path = format!("/model/{}/{op}", encode_label(model_id));
-    send(GOOD, "POST", &path, body.to_string().as_bytes()).await
+    send_at(addr, GOOD, "POST", &path, body.to_string().as_bytes()).await
 }

@@ -3,11 +3,12 @@
 use factory_engine::{StopReason, Usage};
 use serde_json::{json, Map, Value};
 
+use super::{stop_or_length, templated};
 use crate::api::generation::Completion;
 use crate::api::schema::ObjectReader;
 use crate::api::stream::{StreamEncoder, StreamEvent, Timing};
 use crate::bedrock::BedrockError;
-use crate::prompt::{Generation, Invocation, Prompt};
+use crate::prompt::{Generation, Invocation};
 
 /// Parses `{"prompt", "temperature", "top_p", "max_gen_len"}`.
 pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
@@ -24,22 +25,7 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
         r.violation("images", "images are not supported by this model");
     }
     r.finish()?;
-    Ok(Invocation {
-        // The caller wrote the template, special tokens included.
-        prompt: Prompt::Text {
-            text: prompt,
-            add_special_tokens: false,
-        },
-        generation,
-    })
-}
-
-/// Llama's `stop_reason`.
-fn stop_reason(reason: &StopReason) -> &'static str {
-    match reason {
-        StopReason::EndTurn | StopReason::StopSequence(_) => "stop",
-        StopReason::MaxTokens | StopReason::ContextLength => "length",
-    }
+    Ok(templated(prompt, generation))
 }
 
 /// The InvokeModel response body.
@@ -48,7 +34,7 @@ pub fn response(c: &Completion) -> Value {
         "generation": c.text,
         "prompt_token_count": c.usage.prompt_tokens,
         "generation_token_count": c.usage.output_tokens,
-        "stop_reason": stop_reason(&c.reason),
+        "stop_reason": stop_or_length(&c.reason),
     })
 }
 
@@ -90,6 +76,6 @@ impl StreamEncoder for Encoder {
     }
 
     fn finish(&mut self, reason: &StopReason, usage: &Usage, _: Timing) -> Vec<StreamEvent> {
-        vec![self.chunk("", usage.output_tokens, Some(stop_reason(reason)))]
+        vec![self.chunk("", usage.output_tokens, Some(stop_or_length(reason)))]
     }
 }

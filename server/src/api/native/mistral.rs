@@ -3,11 +3,12 @@
 use factory_engine::{StopReason, Usage};
 use serde_json::{json, Map, Value};
 
+use super::{stop_or_length, templated};
 use crate::api::generation::Completion;
 use crate::api::schema::ObjectReader;
 use crate::api::stream::{StreamEncoder, StreamEvent, Timing};
 use crate::bedrock::BedrockError;
-use crate::prompt::{Generation, Invocation, Prompt};
+use crate::prompt::{Generation, Invocation};
 
 /// Parses `{"prompt", "max_tokens", "temperature", "top_p", "top_k", "stop"}`.
 pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
@@ -29,25 +30,12 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
         stop_sequences: r.strings("stop", 10),
     };
     r.finish()?;
-    Ok(Invocation {
-        prompt: Prompt::Text {
-            text: prompt,
-            add_special_tokens: false,
-        },
-        generation,
-    })
-}
-
-fn stop_reason(reason: &StopReason) -> &'static str {
-    match reason {
-        StopReason::EndTurn | StopReason::StopSequence(_) => "stop",
-        StopReason::MaxTokens | StopReason::ContextLength => "length",
-    }
+    Ok(templated(prompt, generation))
 }
 
 /// The InvokeModel response body.
 pub fn response(c: &Completion) -> Value {
-    json!({"outputs": [{"text": c.text, "stop_reason": stop_reason(&c.reason)}]})
+    json!({"outputs": [{"text": c.text, "stop_reason": stop_or_length(&c.reason)}]})
 }
 
 /// Stream chunks `{"outputs": [{"text", "stop_reason"}]}`.
@@ -67,7 +55,7 @@ impl StreamEncoder for Encoder {
 
     fn finish(&mut self, reason: &StopReason, _: &Usage, _: Timing) -> Vec<StreamEvent> {
         vec![StreamEvent::Chunk(
-            json!({"outputs": [{"text": "", "stop_reason": stop_reason(reason)}]}),
+            json!({"outputs": [{"text": "", "stop_reason": stop_or_length(reason)}]}),
         )]
     }
 }

@@ -8,6 +8,7 @@ pub mod mistral;
 pub mod nova;
 pub mod titan;
 
+use factory_engine::StopReason;
 use serde_json::{Map, Value};
 
 use super::converse_output::ConverseEncoder;
@@ -15,8 +16,28 @@ use super::generation::Completion;
 use super::stream::StreamEncoder;
 use crate::bedrock::BedrockError;
 use crate::model_id::Family;
-use crate::prompt::Invocation;
+use crate::prompt::{Generation, Invocation, Prompt};
 use crate::tools::output::ToolOutput;
+
+/// The `stop`/`length` stop reason that Llama and Mistral bodies share.
+fn stop_or_length(reason: &StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn | StopReason::StopSequence(_) => "stop",
+        StopReason::MaxTokens | StopReason::ContextLength => "length",
+    }
+}
+
+/// A prompt the caller already templated (special tokens included), as Llama
+/// and Mistral bodies carry it.
+fn templated(text: String, generation: Generation) -> Invocation {
+    Invocation {
+        prompt: Prompt::Text {
+            text,
+            add_special_tokens: false,
+        },
+        generation,
+    }
+}
 
 /// Parses a native body of `family`.
 pub fn parse(family: Family, body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
