@@ -19,6 +19,7 @@ pub mod observability;
 pub mod prompt;
 pub mod served_model;
 pub mod service;
+pub mod tools;
 
 pub use model_id::Family;
 pub use model_limits::ModelLimits;

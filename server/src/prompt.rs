@@ -1,6 +1,8 @@
 //! What a Bedrock body asks for, whatever its API: a prompt (chat turns or raw
 //! text) and generation settings; turned into an engine request by `ServedModel`.
 
+use crate::tools::{ToolCall, ToolConfig, ToolResult};
+
 /// Who said a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -20,17 +22,33 @@ impl Role {
     }
 }
 
-/// One conversation turn, its content blocks already joined into text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One conversation turn: its text blocks joined, and its tool blocks.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
     /// Who said it.
     pub role: Role,
     /// What was said.
     pub text: String,
+    /// Tools the assistant called in this turn (assistant turns).
+    pub tool_calls: Vec<ToolCall>,
+    /// Results of the previous turn's calls (user turns); they come before `text`.
+    pub tool_results: Vec<ToolResult>,
+}
+
+impl Turn {
+    /// A turn of plain text.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            tool_calls: Vec::new(),
+            tool_results: Vec::new(),
+        }
+    }
 }
 
 /// The input to generate from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
     /// A conversation rendered through the model's chat template.
     Chat {
@@ -38,6 +56,8 @@ pub enum Prompt {
         system: Option<String>,
         /// Turns in order; a trailing assistant turn is continued (prefill).
         turns: Vec<Turn>,
+        /// Tools offered, and the choice among them.
+        tools: Option<ToolConfig>,
     },
     /// Text fed as is (Llama/Mistral bodies carry an already-templated prompt).
     Text {
@@ -46,6 +66,16 @@ pub enum Prompt {
         /// Whether the tokenizer adds its special tokens (BOS) itself.
         add_special_tokens: bool,
     },
+}
+
+impl Prompt {
+    /// The request's tools, if it has any.
+    pub fn tools(&self) -> Option<&ToolConfig> {
+        match self {
+            Prompt::Chat { tools, .. } => tools.as_ref(),
+            Prompt::Text { .. } => None,
+        }
+    }
 }
 
 /// Generation settings; `None` takes the server's default.

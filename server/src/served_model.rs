@@ -1,17 +1,18 @@
 //! A model the service answers for: its ids, the engine running it, and the
 //! tokenizer and chat template that turn Bedrock prompts into tokens.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use factory_engine::{EngineHandle, GenerateRequest, SamplingParams};
 use factory_models::chat_template::ChatTemplate;
 use factory_models::tokenizer::Tokenizer;
-use serde_json::json;
 
 use crate::bedrock::BedrockError;
 use crate::model_id::{base_model_id, Family};
 use crate::model_limits::ModelLimits;
-use crate::prompt::{Generation, Invocation, Prompt, Role};
+use crate::prompt::{Generation, Invocation, Prompt, Role, Turn};
+use crate::tools::template::{probe, render_conversation, ToolSupport};
+use crate::tools::{Forced, ToolConfig};
 
 /// One served model.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct ServedModel {
     pub chat_template: Option<Arc<ChatTemplate>>,
     /// What requests may ask of this model.
     pub limits: ModelLimits,
+    /// What the chat template does with tools, probed on first use.
+    tool_support: Arc<OnceLock<ToolSupport>>,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -59,7 +62,16 @@ impl ServedModel {
             tokenizer,
             chat_template,
             limits: ModelLimits::default(),
+            tool_support: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// What the chat template does with tools (probed once).
+    pub fn tool_support(&self) -> ToolSupport {
+        *self.tool_support.get_or_init(|| match &self.chat_template {
+            Some(t) => probe(t),
+            None => ToolSupport::GENERIC,
+        })
     }
 
     /// Whether `requested` (a bare id, profile id or ARN, already percent-decoded)
@@ -88,8 +100,12 @@ impl ServedModel {
                 text,
                 add_special_tokens,
             } => self.tokenizer.encode(text, *add_special_tokens),
-            Prompt::Chat { system, turns } => {
-                let text = self.render_chat(system.as_deref(), turns)?;
+            Prompt::Chat {
+                system,
+                turns,
+                tools,
+            } => {
+                let text = self.render_chat(system.as_deref(), turns, tools.as_ref())?;
                 // Templates write their own special tokens.
                 self.tokenizer.encode(&text, false)
             }
@@ -100,7 +116,8 @@ impl ServedModel {
     fn render_chat(
         &self,
         system: Option<&str>,
-        turns: &[crate::prompt::Turn],
+        turns: &[Turn],
+        tools: Option<&ToolConfig>,
     ) -> Result<String, BedrockError> {
         let template = self.chat_template.as_ref().ok_or_else(|| {
             BedrockError::validation("This model has no chat template, so it cannot take messages.")
@@ -111,17 +128,17 @@ impl ServedModel {
             Some((last, rest)) if last.role == Role::Assistant => (rest, last.text.as_str()),
             _ => (turns, ""),
         };
-        let mut messages = Vec::with_capacity(turns.len() + 1);
-        if let Some(s) = system {
-            messages.push(json!({"role": "system", "content": s}));
-        }
-        for t in turns {
-            messages.push(json!({"role": t.role.as_str(), "content": t.text}));
-        }
-        let mut text = template
-            .render(&messages, true, None)
+        let support = self.tool_support();
+        let mut text = render_conversation(template, support, system, turns, tools)
             .map_err(|e| BedrockError::validation(format!("The chat template failed: {e}")))?;
         text.push_str(prefill);
+        // A forced call is prefilled up to its arguments (or its name, when
+        // the model picks among several tools), so even a small model calls.
+        match tools.map(ToolConfig::forced) {
+            Some(Forced::Tool(name)) => text.push_str(&support.format.opener(Some(name))),
+            Some(Forced::Pick) => text.push_str(&support.format.opener(None)),
+            Some(Forced::No) | None => {}
+        }
         Ok(text)
     }
 

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::generation::Completion;
 use super::stream::{StreamEncoder, StreamEvent, Timing};
+use crate::tools::output::{Block, BlockEvent, BlockIndexer, Ending, OutputEvent, ToolOutput};
 
 /// Converse's `stopReason` for an engine stop reason.
 pub fn stop_reason(reason: &StopReason) -> &'static str {
@@ -25,23 +26,51 @@ pub fn usage_json(usage: &Usage) -> Value {
     })
 }
 
+/// Converse's `stopReason` for a finished generation.
+pub fn completion_stop_reason(c: &Completion) -> &'static str {
+    if c.tool_use {
+        "tool_use"
+    } else {
+        stop_reason(&c.reason)
+    }
+}
+
 /// The Converse response body.
 pub fn response(c: &Completion) -> Value {
     json!({
-        "output": {"message": {"role": "assistant", "content": [{"text": c.text}]}},
-        "stopReason": stop_reason(&c.reason),
+        "output": {"message": {"role": "assistant", "content": content_json(&c.content)}},
+        "stopReason": completion_stop_reason(c),
         "usage": usage_json(&c.usage),
         "metrics": {"latencyMs": c.latency_ms},
     })
 }
 
-/// ConverseStream's events in Bedrock's order: `messageStart`, text deltas (no
-/// `contentBlockStart` for text), `contentBlockStop`, `messageStop`, `metadata`.
-/// `wrap` puts each event inside a chunk named after it, as Nova's native stream does.
+/// A Converse `content` array; never empty (an empty reply is one empty text block).
+pub fn content_json(blocks: &[Block]) -> Value {
+    let mut out: Vec<Value> = blocks
+        .iter()
+        .map(|b| match b {
+            Block::Text(t) => json!({"text": t}),
+            Block::ToolUse(c) => {
+                json!({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.input}})
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(json!({"text": ""}));
+    }
+    Value::Array(out)
+}
+
+/// ConverseStream's events in Bedrock's order: `messageStart`; per block,
+/// `contentBlockStart` (tool use only: text blocks have none), deltas,
+/// `contentBlockStop`; then `messageStop` and `metadata`. Chunk mode puts
+/// each event inside a chunk named after it, as Nova's native stream does.
 #[derive(Debug, Default)]
 pub struct ConverseEncoder {
     wrap_in_chunks: bool,
-    sent_delta: bool,
+    blocks: BlockIndexer,
+    tools: Option<(ToolOutput, usize)>,
 }
 
 impl ConverseEncoder {
@@ -54,8 +83,14 @@ impl ConverseEncoder {
     pub fn chunks() -> Self {
         Self {
             wrap_in_chunks: true,
-            sent_delta: false,
+            ..Self::default()
         }
+    }
+
+    /// With tool calls read from the output (a request of `prompt_tokens` tokens).
+    pub fn with_tools(mut self, output: Option<ToolOutput>, prompt_tokens: usize) -> Self {
+        self.tools = output.map(|o| (o, prompt_tokens));
+        self
     }
 
     fn event(&self, kind: &'static str, payload: Value) -> StreamEvent {
@@ -66,37 +101,90 @@ impl ConverseEncoder {
         }
     }
 
-    fn delta(&mut self, text: &str) -> StreamEvent {
-        self.sent_delta = true;
-        self.event(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": text}}),
-        )
+    fn events(&mut self, output: Vec<OutputEvent>) -> Vec<StreamEvent> {
+        let blocks = self.blocks.map(output);
+        self.block_events(blocks)
+    }
+
+    fn block_events(&self, blocks: Vec<BlockEvent>) -> Vec<StreamEvent> {
+        blocks
+            .into_iter()
+            .filter_map(|b| match b {
+                BlockEvent::Start {
+                    index,
+                    tool: Some((id, name)),
+                } => Some(self.event(
+                    "contentBlockStart",
+                    json!({"contentBlockIndex": index,
+                           "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+                )),
+                BlockEvent::Start { tool: None, .. } => None,
+                BlockEvent::Text(index, text) => Some(self.event(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": index, "delta": {"text": text}}),
+                )),
+                BlockEvent::Input(_, piece) if piece.is_empty() => None,
+                BlockEvent::Input(index, piece) => Some(self.event(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}}),
+                )),
+                BlockEvent::Stop(index) => {
+                    Some(self.event("contentBlockStop", json!({"contentBlockIndex": index})))
+                }
+            })
+            .collect()
     }
 }
 
 impl StreamEncoder for ConverseEncoder {
     fn start(&mut self) -> Vec<StreamEvent> {
-        vec![self.event("messageStart", json!({"role": "assistant"}))]
+        let mut events = vec![self.event("messageStart", json!({"role": "assistant"}))];
+        if let Some((output, _)) = &mut self.tools {
+            let start = output.start();
+            events.extend(self.events(start));
+        }
+        events
     }
 
     fn text(&mut self, text: &str, _output_tokens: usize) -> Vec<StreamEvent> {
-        vec![self.delta(text)]
+        let output = match &mut self.tools {
+            Some((output, _)) => output.push(text),
+            None => vec![OutputEvent::Text(text.to_string())],
+        };
+        self.events(output)
     }
 
     fn finish(&mut self, reason: &StopReason, usage: &Usage, timing: Timing) -> Vec<StreamEvent> {
-        let mut events = Vec::new();
-        // Every block ends with contentBlockStop; an empty reply still has block 0.
-        if !self.sent_delta {
-            events.push(self.delta(""));
-        }
-        events.push(self.event("contentBlockStop", json!({"contentBlockIndex": 0})));
-        events.push(self.event("messageStop", json!({"stopReason": stop_reason(reason)})));
+        let (rest, stop) = match &mut self.tools {
+            Some((output, _)) => {
+                let rest = output.finish();
+                let stop = match output.ending(reason.clone()) {
+                    Ending::ToolUse => "tool_use",
+                    Ending::Engine(r) => stop_reason(&r),
+                };
+                (rest, stop)
+            }
+            None => (Vec::new(), stop_reason(reason)),
+        };
+        let mut events = self.events(rest);
+        let closing = self.blocks.finish();
+        events.extend(self.block_events(closing));
+        events.push(self.event("messageStop", json!({"stopReason": stop})));
         events.push(self.event(
             "metadata",
             json!({"usage": usage_json(usage), "metrics": {"latencyMs": timing.latency_ms}}),
         ));
         events
+    }
+
+    fn stop_now(&self, output_tokens: usize) -> Option<Usage> {
+        let (output, prompt_tokens) = self.tools.as_ref()?;
+        output.is_complete().then_some(Usage {
+            prompt_tokens: *prompt_tokens,
+            output_tokens,
+            cached_prompt_tokens: 0,
+            ..Usage::default()
+        })
     }
 }
 

@@ -3,13 +3,13 @@
 
 use serde_json::{Map, Value};
 
+use super::converse_tools::{check_history, parse_tool_config, parse_tool_result, parse_tool_use};
 use crate::bedrock::BedrockError;
 use crate::prompt::{Generation, Invocation, Prompt, Role, Turn};
 
 /// Parses a Converse body (also CountTokens' `converse` input).
 pub fn parse_converse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
     for (key, what) in [
-        ("toolConfig", "This model doesn't support tool use."),
         (
             "guardrailConfig",
             "Guardrails are not supported by this endpoint.",
@@ -31,8 +31,17 @@ pub fn parse_converse(body: &Map<String, Value>) -> Result<Invocation, BedrockEr
     let system = parse_system(body.get("system"))?;
     let mut generation = parse_inference_config(body.get("inferenceConfig"))?;
     apply_additional_fields(body.get("additionalModelRequestFields"), &mut generation)?;
+    let tools = match body.get("toolConfig").filter(|v| !v.is_null()) {
+        Some(config) => Some(parse_tool_config(config)?),
+        None => None,
+    };
+    check_history(&turns, tools.as_ref())?;
     Ok(Invocation {
-        prompt: Prompt::Chat { system, turns },
+        prompt: Prompt::Chat {
+            system,
+            turns,
+            tools,
+        },
         generation,
     })
 }
@@ -84,14 +93,14 @@ fn parse_messages(messages: Option<&Value>) -> Result<Vec<Turn>, BedrockError> {
                 "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.",
             ));
         }
-        let text = content_text(m.get("content"), &format!("messages.{i}"))?;
-        turns.push(Turn { role, text });
+        turns.push(content(m.get("content"), role, &format!("messages.{i}"))?);
     }
     Ok(turns)
 }
 
-/// Joins a message's text blocks; other block kinds are refused.
-fn content_text(content: Option<&Value>, at: &str) -> Result<String, BedrockError> {
+/// A message's blocks: text joined, tool calls (assistant) and results (user);
+/// other block kinds are refused.
+fn content(content: Option<&Value>, role: Role, at: &str) -> Result<Turn, BedrockError> {
     let blocks = content
         .and_then(Value::as_array)
         .ok_or_else(|| invalid_type(&format!("{at}.content"), "a list"))?;
@@ -101,6 +110,7 @@ fn content_text(content: Option<&Value>, at: &str) -> Result<String, BedrockErro
         )));
     }
     let mut parts = Vec::new();
+    let mut turn = Turn::text(role, String::new());
     for (j, block) in blocks.iter().enumerate() {
         let block = block.as_object().filter(|b| b.len() == 1).ok_or_else(|| {
             BedrockError::validation(format!(
@@ -121,8 +131,23 @@ fn content_text(content: Option<&Value>, at: &str) -> Result<String, BedrockErro
             }
             // A prompt-cache marker changes nothing here: the prefix cache is automatic.
             Some((k, _)) if k == "cachePoint" => {}
+            Some((k, v)) if k == "toolUse" && role == Role::Assistant => {
+                turn.tool_calls
+                    .push(parse_tool_use(v, &format!("{at}.content.{j}"))?);
+            }
+            Some((k, v)) if k == "toolResult" && role == Role::User => {
+                turn.tool_results
+                    .push(parse_tool_result(v, &format!("{at}.content.{j}"))?);
+            }
             Some((k, _)) if k == "toolUse" || k == "toolResult" => {
-                return Err(BedrockError::validation("This model doesn't support tool use."))
+                let (kind, owner) = if k == "toolUse" {
+                    ("toolUse", "assistant")
+                } else {
+                    ("toolResult", "user")
+                };
+                return Err(BedrockError::validation(format!(
+                    "The {kind} block at {at}.content.{j} is only allowed in {owner} messages."
+                )));
             }
             Some((k, _)) => {
                 return Err(BedrockError::validation(format!(
@@ -132,7 +157,8 @@ fn content_text(content: Option<&Value>, at: &str) -> Result<String, BedrockErro
             None => {}
         }
     }
-    Ok(parts.join("\n"))
+    turn.text = parts.join("\n");
+    Ok(turn)
 }
 
 fn parse_system(system: Option<&Value>) -> Result<Option<String>, BedrockError> {
@@ -278,7 +304,7 @@ mod tests {
             "additionalModelRequestFields": {"top_k": 40}
         }))
         .expect("valid");
-        let Prompt::Chat { system, turns } = inv.prompt else {
+        let Prompt::Chat { system, turns, .. } = inv.prompt else {
             panic!("chat expected");
         };
         assert_eq!(system.as_deref(), Some("Be terse."));
@@ -287,6 +313,32 @@ mod tests {
         assert_eq!(inv.generation.max_tokens, Some(7));
         assert_eq!(inv.generation.top_k, Some(40));
         assert_eq!(inv.generation.stop_sequences, vec!["END".to_string()]);
+    }
+
+    #[test]
+    fn tool_blocks_land_in_their_turns() {
+        let inv = parse(json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "Weather?"}]},
+                {"role": "assistant", "content": [
+                    {"text": "Checking."},
+                    {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Oslo"}}}]},
+                {"role": "user", "content": [
+                    {"toolResult": {"toolUseId": "tooluse_1", "content": [{"json": {"c": 3}}]}},
+                    {"text": "Thanks"}]}
+            ],
+            "toolConfig": {"tools": [{"toolSpec": {"name": "get_weather",
+                "inputSchema": {"json": {"type": "object"}}}}], "toolChoice": {"any": {}}}
+        }))
+        .expect("valid");
+        let Prompt::Chat { turns, tools, .. } = inv.prompt else {
+            panic!("chat expected");
+        };
+        assert_eq!(tools.map(|t| t.choice), Some(crate::tools::ToolChoice::Any));
+        assert_eq!(turns[1].text, "Checking.");
+        assert_eq!(turns[1].tool_calls[0].input, json!({"city": "Oslo"}));
+        assert_eq!(turns[2].text, "Thanks");
+        assert_eq!(turns[2].tool_results[0].content, "{\"c\":3}");
     }
 
     #[test]
@@ -323,7 +375,20 @@ mod tests {
             (
                 json!({"messages": [{"role": "user", "content": [{"text": "a"}]}],
                        "toolConfig": {"tools": []}}),
-                "doesn't support tool use",
+                "Member must have length greater than or equal to 1",
+            ),
+            (
+                json!({"messages": [
+                    {"role": "user", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}]}],
+                    "toolConfig": {"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": {"type": "object"}}}}]}}),
+                "The toolUse block at messages.0.content.0 is only allowed in assistant messages.",
+            ),
+            (
+                json!({"messages": [
+                    {"role": "user", "content": [{"text": "q"}]},
+                    {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}]},
+                    {"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}]}]}),
+                "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
             ),
         ];
         for (body, expected) in cases {

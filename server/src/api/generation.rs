@@ -5,9 +5,13 @@ use std::time::{Duration, Instant};
 
 use factory_engine::{GenerateRequest, StopReason, SubmitError, TokenEvent, Usage};
 
+use super::Call;
 use crate::bedrock::{BedrockError, ErrorKind};
 use crate::observability::{MeteredStream, RequestMetrics};
+use crate::prompt::{Invocation, Prompt};
 use crate::served_model::ServedModel;
+use crate::tools::output::{Block, BlockCollector, Ending, ToolOutput};
+use crate::tools::{pick_tool, Forced, IdStyle, ToolChoice};
 
 /// A finished generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +24,10 @@ pub struct Completion {
     pub usage: Usage,
     /// Milliseconds from submission to the end.
     pub latency_ms: u64,
+    /// The text as content blocks: one text block, or text and tool calls.
+    pub content: Vec<Block>,
+    /// The model called tools: the APIs' stop reason is `tool_use`.
+    pub tool_use: bool,
 }
 
 /// Submits `req` to the model's engine, refused with ThrottlingException when
@@ -114,10 +122,12 @@ async fn collect(mut stream: MeteredStream, started: Instant) -> Result<Completi
             TokenEvent::Token { text: t, .. } => text.push_str(&t),
             TokenEvent::Finished { reason, usage } => {
                 return Ok(Completion {
+                    content: vec![Block::Text(text.clone())],
                     text,
                     reason,
                     usage,
                     latency_ms: millis_since(started),
+                    tool_use: false,
                 })
             }
             TokenEvent::Error { message } => return Err(model_error(&message)),
@@ -132,4 +142,170 @@ async fn collect(mut stream: MeteredStream, started: Instant) -> Result<Completi
 /// Whole milliseconds elapsed since `t`.
 pub fn millis_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An engine request ready to submit, and how to read its output.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request.
+    pub request: GenerateRequest,
+    /// Splits the output into text and tool calls; `None` without tools.
+    pub output: Option<ToolOutput>,
+}
+
+/// The engine request for `invocation`, with a tool-call reader when it
+/// offers tools. `any` among several tools first runs a short generation
+/// that lets the model write the tool's name (prefilled up to it), then
+/// forces that tool; the name pass's tokens are not counted in the usage.
+pub async fn prepare(
+    call: &Call<'_>,
+    invocation: &Invocation,
+    ids: IdStyle,
+    started: Instant,
+) -> Result<Prepared, BedrockError> {
+    let (model, default_max_tokens) = (call.model, call.default_max_tokens);
+    let Some(config) = invocation.prompt.tools() else {
+        return Ok(Prepared {
+            request: model.generate_request(invocation, default_max_tokens)?,
+            output: None,
+        });
+    };
+    match config.forced() {
+        Forced::No => Ok(Prepared {
+            request: model.generate_request(invocation, default_max_tokens)?,
+            output: config
+                .offers_tools()
+                .then(|| ToolOutput::new(config, ids, None)),
+        }),
+        Forced::Tool(name) => Ok(Prepared {
+            request: model.generate_request(invocation, default_max_tokens)?,
+            output: Some(ToolOutput::new(config, ids, Some(name))),
+        }),
+        Forced::Pick => {
+            let name = pick_name(call, invocation, started).await?;
+            let mut forced = invocation.clone();
+            if let Prompt::Chat { tools: Some(t), .. } = &mut forced.prompt {
+                t.choice = ToolChoice::Tool(name.clone());
+            }
+            Ok(Prepared {
+                request: model.generate_request(&forced, default_max_tokens)?,
+                output: Some(ToolOutput::new(config, ids, Some(&name))),
+            })
+        }
+    }
+}
+
+/// Lets the model write a tool name after the prefilled opener and maps it
+/// to an offered tool ([`pick_tool`]).
+async fn pick_name(
+    call: &Call<'_>,
+    invocation: &Invocation,
+    started: Instant,
+) -> Result<String, BedrockError> {
+    let model = call.model;
+    let tools = invocation
+        .prompt
+        .tools()
+        .map(|c| c.tools.as_slice())
+        .unwrap_or_default();
+    let longest = tools
+        .iter()
+        .map(|t| {
+            model
+                .tokenizer
+                .encode(&t.name, false)
+                .map_or(t.name.len(), |ids| ids.len())
+        })
+        .max()
+        .unwrap_or(1);
+    let mut req = model.generate_request(invocation, longest + 1)?;
+    req.max_tokens = longest + 1;
+    req.stop_strings = vec!["\"".to_string()];
+    let named = complete(
+        submit(model, call.metrics, req)?,
+        started,
+        call.request_timeout,
+    )
+    .await?;
+    let tool = pick_tool(tools, &named.text).ok_or_else(|| {
+        BedrockError::validation("The toolConfig.toolChoice.any field needs at least one tool.")
+    })?;
+    tracing::debug!(generated = %named.text, picked = %tool.name, "tool choice any");
+    Ok(tool.name.clone())
+}
+
+/// Submits a prepared request and runs it to its end (or, with tools, until
+/// the output is complete: generation stops as soon as a forced call closes),
+/// failing with ModelTimeoutException past the request timeout.
+pub async fn complete_prepared(
+    call: &Call<'_>,
+    prepared: Prepared,
+    started: Instant,
+) -> Result<Completion, BedrockError> {
+    let prompt_tokens = prepared.request.prompt.len();
+    let stream = submit(call.model, call.metrics, prepared.request)?;
+    let timeout = call.request_timeout;
+    let Some(output) = prepared.output else {
+        return complete(stream, started, timeout).await;
+    };
+    let collect = collect_tools(stream, output, started, prompt_tokens);
+    match tokio::time::timeout_at(deadline(started, timeout), collect).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("request aborted after the request timeout of {timeout:?}");
+            Err(timeout_error(timeout))
+        }
+    }
+}
+
+async fn collect_tools(
+    mut stream: MeteredStream,
+    mut output: ToolOutput,
+    started: Instant,
+    prompt_tokens: usize,
+) -> Result<Completion, BedrockError> {
+    let mut blocks = BlockCollector::default();
+    blocks.add(output.start());
+    let mut text = String::new();
+    let mut output_tokens = 0;
+    let (reason, usage) = loop {
+        match stream.next().await {
+            Some(TokenEvent::Token { text: t, .. }) => {
+                output_tokens += 1;
+                text.push_str(&t);
+                blocks.add(output.push(&t));
+                if output.is_complete() {
+                    // Dropping the stream aborts the rest of the generation.
+                    drop(stream);
+                    let usage = Usage {
+                        prompt_tokens,
+                        output_tokens,
+                        cached_prompt_tokens: 0,
+                        ..Usage::default()
+                    };
+                    break (StopReason::EndTurn, usage);
+                }
+            }
+            Some(TokenEvent::Finished { reason, usage }) => {
+                blocks.add(output.finish());
+                break (reason, usage);
+            }
+            Some(TokenEvent::Error { message }) => return Err(model_error(&message)),
+            None => {
+                return Err(BedrockError::new(
+                    ErrorKind::InternalServer,
+                    "The engine stopped before the request finished.",
+                ))
+            }
+        }
+    };
+    let tool_use = output.ending(reason.clone()) == Ending::ToolUse;
+    Ok(Completion {
+        text,
+        reason,
+        usage,
+        latency_ms: millis_since(started),
+        content: blocks.into_blocks(),
+        tool_use,
+    })
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use http::{HeaderName, Response};
 
 use super::converse::STREAM_BUFFER;
-use super::generation::{complete, submit};
+use super::generation::{complete_prepared, prepare, submit};
 use super::native;
 use super::schema::parse_object;
 use super::stream::{spawn_pump, Deadline};
@@ -13,7 +13,9 @@ use super::Call;
 use crate::bedrock::BedrockError;
 use crate::http::response::{event_stream_response, json_response, set_header};
 use crate::http::{ChannelBody, Operation, ResponseBody};
+use crate::model_id::Family;
 use crate::prompt::Invocation;
+use crate::tools::IdStyle;
 
 /// Parses the native body for the family the requested id selects.
 fn parse(call: &Call<'_>) -> Result<Invocation, BedrockError> {
@@ -33,20 +35,21 @@ fn parse(call: &Call<'_>) -> Result<Invocation, BedrockError> {
     native::parse(family, &parse_object(call.body)?)
 }
 
+/// The tool-call ids of a family's responses.
+fn id_style(family: Family) -> IdStyle {
+    match family {
+        Family::Anthropic => IdStyle::Anthropic,
+        _ => IdStyle::Converse,
+    }
+}
+
 /// `POST /model/{id}/invoke`.
 pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse(&call)?;
-    let req = call
-        .model
-        .generate_request(&invocation, call.default_max_tokens)?;
-    let completion = complete(
-        submit(call.model, call.metrics, req)?,
-        started,
-        call.request_timeout,
-    )
-    .await?;
     let family = call.model.family_for(call.requested_id);
+    let prepared = prepare(&call, &invocation, id_style(family), started).await?;
+    let completion = complete_prepared(&call, prepared, started).await?;
     let mut resp = json_response(&native::response(family, &completion, call.requested_id));
     let counts = [
         (
@@ -66,19 +69,18 @@ pub async fn invoke(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockErr
 }
 
 /// `POST /model/{id}/invoke-with-response-stream`.
-pub fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
+pub async fn invoke_stream(call: Call<'_>) -> Result<Response<ResponseBody>, BedrockError> {
     let started = Instant::now();
     let invocation = parse(&call)?;
-    let req = call
-        .model
-        .generate_request(&invocation, call.default_max_tokens)?;
-    let prompt_tokens = req.prompt.len();
-    let stream = submit(call.model, call.metrics, req)?.for_operation(Operation::InvokeStream);
     let family = call.model.family_for(call.requested_id);
+    let prepared = prepare(&call, &invocation, id_style(family), started).await?;
+    let prompt_tokens = prepared.request.prompt.len();
+    let stream =
+        submit(call.model, call.metrics, prepared.request)?.for_operation(Operation::InvokeStream);
     let (tx, body) = ChannelBody::channel(STREAM_BUFFER);
     spawn_pump(
         stream,
-        native::encoder(family, call.requested_id, prompt_tokens),
+        native::encoder(family, call.requested_id, prompt_tokens, prepared.output),
         tx,
         started,
         Deadline::invoke_stream(started, call.request_timeout),

@@ -3,6 +3,7 @@
 pub mod converse;
 pub mod converse_output;
 pub mod converse_request;
+pub mod converse_tools;
 pub mod count_tokens;
 pub mod foundation_models;
 pub mod generation;
@@ -44,9 +45,9 @@ pub async fn run(
 ) -> Result<Response<ResponseBody>, BedrockError> {
     match operation {
         Operation::Converse => converse::converse(call).await,
-        Operation::ConverseStream => converse::converse_stream(call),
+        Operation::ConverseStream => converse::converse_stream(call).await,
         Operation::Invoke => invoke::invoke(call).await,
-        Operation::InvokeStream => invoke::invoke_stream(call),
+        Operation::InvokeStream => invoke::invoke_stream(call).await,
         Operation::CountTokens => count_tokens::count_tokens(call),
     }
 }

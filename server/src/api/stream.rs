@@ -40,6 +40,12 @@ pub trait StreamEncoder: Send + 'static {
     fn text(&mut self, text: &str, output_tokens: usize) -> Vec<StreamEvent>;
     /// The closing events.
     fn finish(&mut self, reason: &StopReason, usage: &Usage, timing: Timing) -> Vec<StreamEvent>;
+    /// After `text`: the usage to report when the encoder needs no more text
+    /// (a forced tool call closed) and generation should stop now; the pump
+    /// then calls `finish` with [`StopReason::EndTurn`].
+    fn stop_now(&self, _output_tokens: usize) -> Option<Usage> {
+        None
+    }
 }
 
 /// The `amazon-bedrock-invocationMetrics` object of a last chunk.
@@ -132,22 +138,24 @@ async fn pump(
                 if text.is_empty() {
                     continue;
                 }
-                encoder.text(&text, output_tokens)
+                let mut events = encoder.text(&text, output_tokens);
+                if let Some(usage) = encoder.stop_now(output_tokens) {
+                    // Dropping the stream aborts the rest of the generation.
+                    drop(stream);
+                    events.extend(closing(
+                        &mut encoder,
+                        &StopReason::EndTurn,
+                        &usage,
+                        started,
+                        first_token_ms,
+                    ));
+                    send(&tx, events).await;
+                    return;
+                }
+                events
             }
             Some(TokenEvent::Finished { reason, usage }) => {
-                let latency_ms = millis_since(started);
-                let timing = Timing {
-                    latency_ms,
-                    first_token_ms: first_token_ms.unwrap_or(latency_ms),
-                };
-                let mut events = encoder.finish(&reason, &usage, timing);
-                // Bedrock puts the metrics on the final chunk of every provider.
-                if let Some(StreamEvent::Chunk(Value::Object(last))) = events.last_mut() {
-                    last.insert(
-                        "amazon-bedrock-invocationMetrics".into(),
-                        invocation_metrics(&usage, timing),
-                    );
-                }
+                let events = closing(&mut encoder, &reason, &usage, started, first_token_ms);
                 send(&tx, events).await;
                 return;
             }
@@ -171,6 +179,30 @@ async fn pump(
             return;
         }
     }
+}
+
+/// The encoder's closing events, the last chunk carrying the invocation metrics.
+fn closing(
+    encoder: &mut impl StreamEncoder,
+    reason: &StopReason,
+    usage: &Usage,
+    started: Instant,
+    first_token_ms: Option<u64>,
+) -> Vec<StreamEvent> {
+    let latency_ms = millis_since(started);
+    let timing = Timing {
+        latency_ms,
+        first_token_ms: first_token_ms.unwrap_or(latency_ms),
+    };
+    let mut events = encoder.finish(reason, usage, timing);
+    // Bedrock puts the metrics on the final chunk of every provider.
+    if let Some(StreamEvent::Chunk(Value::Object(last))) = events.last_mut() {
+        last.insert(
+            "amazon-bedrock-invocationMetrics".into(),
+            invocation_metrics(usage, timing),
+        );
+    }
+    events
 }
 
 fn stream_error(message: &str) -> BedrockError {
@@ -225,5 +257,9 @@ impl StreamEncoder for Box<dyn StreamEncoder> {
 
     fn finish(&mut self, reason: &StopReason, usage: &Usage, timing: Timing) -> Vec<StreamEvent> {
         (**self).finish(reason, usage, timing)
+    }
+
+    fn stop_now(&self, output_tokens: usize) -> Option<Usage> {
+        (**self).stop_now(output_tokens)
     }
 }

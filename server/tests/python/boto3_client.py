@@ -5,6 +5,7 @@ AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python3 boto3_client.py
 
 import json
 import os
+import re
 import sys
 
 import boto3
@@ -55,6 +56,8 @@ def main():
     r = c.count_tokens(modelId=MODEL, input={"converse": {"messages": msgs}})
     check(r["inputTokens"] > 0, "count_tokens")
 
+    tool_use(c)
+
     try:
         c.converse(modelId="nope.model-v1:0", messages=msgs)
         check(False, "unknown model raises")
@@ -69,6 +72,70 @@ def main():
         check(False, "bad secret raises")
     except bad.exceptions.ClientError as e:
         check(e.response["Error"]["Code"] == "InvalidSignatureException", "bad secret is InvalidSignatureException")
+
+
+TOOLS = [{"toolSpec": {
+    "name": "get_weather",
+    "description": "Get the current weather for a city.",
+    "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+}}]
+TOOL_ID = re.compile(r"tooluse_[A-Za-z0-9_-]{22}")
+
+
+def check_forced_stop(stop, output_tokens, max_tokens, what):
+    """A forced call ends with tool_use, or max_tokens when the limit cut it."""
+    check(stop == "tool_use" or (stop == "max_tokens" and output_tokens == max_tokens), f"{what} stopReason {stop}")
+
+
+def tool_use(c):
+    """converse / converse_stream with toolChoice tool: every field boto3 parses."""
+    msgs = [{"role": "user", "content": [{"text": "What is the weather in Paris?"}]}]
+    config = {"tools": TOOLS, "toolChoice": {"tool": {"name": "get_weather"}}}
+    inference = {"maxTokens": 40, "temperature": 0}
+    r = c.converse(modelId=MODEL, messages=msgs, toolConfig=config, inferenceConfig=inference)
+    message = r["output"]["message"]
+    check(message["role"] == "assistant" and len(message["content"]) == 1, "converse tool: one block")
+    check(set(message["content"][0]) == {"toolUse"}, "converse tool: the block is a toolUse")
+    call = message["content"][0]["toolUse"]
+    check(TOOL_ID.fullmatch(call["toolUseId"]) is not None, f"converse tool: toolUseId {call['toolUseId']}")
+    check(call["name"] == "get_weather" and isinstance(call["input"], dict), "converse tool: name and input")
+    usage = r["usage"]
+    check(usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"], "converse tool: usage")
+    check(isinstance(r["metrics"]["latencyMs"], int), "converse tool: metrics")
+    check_forced_stop(r["stopReason"], usage["outputTokens"], 40, "converse tool:")
+
+    events = list(c.converse_stream(modelId=MODEL, messages=msgs, toolConfig=config,
+                                    inferenceConfig=inference)["stream"])
+    kinds = [next(iter(e)) for e in events]
+    check(kinds[:2] == ["messageStart", "contentBlockStart"]
+          and kinds[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+          and len(kinds) > 5 and set(kinds[2:-3]) == {"contentBlockDelta"}, f"converse_stream tool order {kinds}")
+    check(events[0]["messageStart"]["role"] == "assistant", "converse_stream tool: messageStart")
+    start = events[1]["contentBlockStart"]
+    check(start["contentBlockIndex"] == 0 and start["start"]["toolUse"]["name"] == "get_weather"
+          and TOOL_ID.fullmatch(start["start"]["toolUse"]["toolUseId"]) is not None, "converse_stream tool: start")
+    deltas = [e["contentBlockDelta"] for e in events[2:-3]]
+    check(all(d["contentBlockIndex"] == 0 for d in deltas), "converse_stream tool: delta indices")
+    streamed = json.loads("".join(d["delta"]["toolUse"]["input"] for d in deltas))
+    check(streamed == call["input"], "converse_stream tool: input pieces make the converse input")
+    check(events[-3]["contentBlockStop"]["contentBlockIndex"] == 0, "converse_stream tool: stop")
+    check(events[-2]["messageStop"]["stopReason"] == r["stopReason"], "converse_stream tool: stopReason")
+    check(events[-1]["metadata"]["usage"] == usage and isinstance(events[-1]["metadata"]["metrics"]["latencyMs"], int),
+          "converse_stream tool: metadata")
+
+    # The call and its result go back as the next turn.
+    result = {"toolResult": {"toolUseId": call["toolUseId"], "content": [{"json": {"temperature_c": 21}}],
+                             "status": "success"}}
+    follow = msgs + [message, {"role": "user", "content": [result, {"text": "Answer briefly."}]}]
+    r2 = c.converse(modelId=MODEL, messages=follow, toolConfig={"tools": TOOLS}, inferenceConfig={"maxTokens": 8})
+    check(r2["output"]["message"]["role"] == "assistant"
+          and r2["stopReason"] in ("end_turn", "max_tokens", "tool_use"), "converse toolResult round trip")
+
+    try:
+        c.converse(modelId=MODEL, messages=msgs, toolConfig={"tools": TOOLS, "toolChoice": {"tool": {"name": "nope"}}})
+        check(False, "unknown tool choice raises")
+    except c.exceptions.ValidationException as e:
+        check("nope" in str(e), "unknown tool choice is ValidationException")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 use factory_engine::{StopReason, Usage};
 use serde_json::{json, Map, Value};
 
+use super::anthropic_tools::{add_block, check_history, content_json, parse_tools};
 use crate::api::generation::Completion;
 use crate::api::schema::ObjectReader;
 use crate::api::stream::{StreamEncoder, StreamEvent, Timing};
 use crate::bedrock::BedrockError;
 use crate::prompt::{Generation, Invocation, Prompt, Role, Turn};
+use crate::tools::output::{BlockEvent, BlockIndexer, Ending, OutputEvent, ToolOutput};
 
 /// The only `anthropic_version` Bedrock accepts.
 pub const VERSION: &str = "bedrock-2023-05-31";
@@ -47,23 +49,37 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
             "Invalid API version: {v}"
         )));
     }
-    if body.get("tools").is_some_and(|t| !t.is_null()) {
-        return Err(BedrockError::validation(
-            "This model doesn't support tool use.",
-        ));
-    }
+    let tools = parse_tools(body)?;
     let system = match body.get("system") {
         None | Some(Value::Null) => None,
-        Some(s) => Some(text_of(s, "#/system")?),
+        Some(s) => Some(system_text(s)?),
     };
-    let turns = parse_messages(messages)?;
+    let (turns, first_message) = parse_messages(messages)?;
+    check_history(&turns, &first_message, tools.as_ref())?;
     Ok(Invocation {
-        prompt: Prompt::Chat { system, turns },
+        prompt: Prompt::Chat {
+            system,
+            turns,
+            tools,
+        },
         generation,
     })
 }
 
-fn parse_messages(messages: Option<&Value>) -> Result<Vec<Turn>, BedrockError> {
+/// The system prompt: a string or text blocks.
+fn system_text(system: &Value) -> Result<String, BedrockError> {
+    let turn = turn_of(Role::User, system, "#/system")?;
+    if !turn.tool_results.is_empty() {
+        return Err(BedrockError::validation(
+            "#/system: only text blocks are allowed in the system prompt.",
+        ));
+    }
+    Ok(turn.text)
+}
+
+/// The turns, consecutive messages of one role merged, and the index of the
+/// first message of each turn.
+fn parse_messages(messages: Option<&Value>) -> Result<(Vec<Turn>, Vec<usize>), BedrockError> {
     let list = messages.and_then(Value::as_array).ok_or_else(|| {
         crate::api::schema::malformed(&["#/messages: expected type: JSONArray".into()])
     })?;
@@ -73,6 +89,7 @@ fn parse_messages(messages: Option<&Value>) -> Result<Vec<Turn>, BedrockError> {
         ]));
     }
     let mut turns: Vec<Turn> = Vec::with_capacity(list.len());
+    let mut first_message = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
         let at = format!("#/messages/{i}");
         let role = match m.get("role").and_then(Value::as_str) {
@@ -87,32 +104,43 @@ fn parse_messages(messages: Option<&Value>) -> Result<Vec<Turn>, BedrockError> {
         let content = m.get("content").ok_or_else(|| {
             crate::api::schema::malformed(&[format!("{at}: required key [content] not found")])
         })?;
-        let text = text_of(content, &format!("{at}/content"))?;
+        let turn = turn_of(role, content, &format!("{at}/content"))?;
         // Anthropic merges consecutive turns of one role.
         match turns.last_mut() {
             Some(last) if last.role == role => {
-                last.text.push('\n');
-                last.text.push_str(&text);
+                if !turn.text.is_empty() {
+                    if !last.text.is_empty() {
+                        last.text.push('\n');
+                    }
+                    last.text.push_str(&turn.text);
+                }
+                last.tool_calls.extend(turn.tool_calls);
+                last.tool_results.extend(turn.tool_results);
             }
-            _ => turns.push(Turn { role, text }),
+            _ => {
+                turns.push(turn);
+                first_message.push(i);
+            }
         }
     }
-    Ok(turns)
+    Ok((turns, first_message))
 }
 
-/// The text of a string or an array of `{"type": "text", "text"}` blocks.
-fn text_of(content: &Value, at: &str) -> Result<String, BedrockError> {
+/// A message's content: a string, or an array of text / tool blocks.
+fn turn_of(role: Role, content: &Value, at: &str) -> Result<Turn, BedrockError> {
+    let mut turn = Turn::text(role, String::new());
     match content {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => {
+            turn.text = s.clone();
+            Ok(turn)
+        }
         Value::Array(blocks) => {
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
                 match (b.get("type").and_then(Value::as_str), b.get("text")) {
                     (Some("text"), Some(Value::String(t))) => parts.push(t.as_str()),
-                    (Some("tool_use" | "tool_result"), _) => {
-                        return Err(BedrockError::validation(
-                            "This model doesn't support tool use.",
-                        ))
+                    (Some(kind @ ("tool_use" | "tool_result")), _) => {
+                        add_block(kind, b, &mut turn, &format!("{at}/{j}"))?
                     }
                     (Some(kind), _) => {
                         return Err(BedrockError::validation(format!(
@@ -126,11 +154,21 @@ fn text_of(content: &Value, at: &str) -> Result<String, BedrockError> {
                     }
                 }
             }
-            Ok(parts.join("\n"))
+            turn.text = parts.join("\n");
+            Ok(turn)
         }
         _ => Err(crate::api::schema::malformed(&[format!(
             "{at}: expected type: String or JSONArray"
         )])),
+    }
+}
+
+/// Messages' `stop_reason` for a finished generation.
+fn completion_stop_reason(c: &Completion) -> &'static str {
+    if c.tool_use {
+        "tool_use"
+    } else {
+        stop_reason(&c.reason)
     }
 }
 
@@ -161,18 +199,21 @@ pub fn response(c: &Completion, model: &str) -> Value {
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": c.text}],
-        "stop_reason": stop_reason(&c.reason),
-        "stop_sequence": stop_sequence(&c.reason),
+        "content": content_json(&c.content),
+        "stop_reason": completion_stop_reason(c),
+        "stop_sequence": if c.tool_use { Value::Null } else { stop_sequence(&c.reason) },
         "usage": {"input_tokens": c.usage.prompt_tokens, "output_tokens": c.usage.output_tokens},
     })
 }
 
-/// Anthropic's streaming events, one per chunk.
+/// Anthropic's streaming events, one per chunk. Blocks start when their
+/// first content arrives (a reply made only of a tool call has no text block).
 #[derive(Debug)]
 pub struct Encoder {
     model: String,
     prompt_tokens: usize,
+    blocks: BlockIndexer,
+    tools: Option<ToolOutput>,
 }
 
 impl Encoder {
@@ -181,46 +222,117 @@ impl Encoder {
         Self {
             model: model.to_string(),
             prompt_tokens,
+            blocks: BlockIndexer::default(),
+            tools: None,
         }
     }
+
+    /// With tool calls read from the output.
+    pub fn with_tools(mut self, tools: Option<ToolOutput>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    fn events(&mut self, output: Vec<OutputEvent>) -> Vec<StreamEvent> {
+        let blocks = self.blocks.map(output);
+        chunks(blocks)
+    }
+}
+
+/// The chunks of block events.
+fn chunks(blocks: Vec<BlockEvent>) -> Vec<StreamEvent> {
+    blocks
+        .into_iter()
+        .filter_map(|b| {
+            let chunk = match b {
+                BlockEvent::Start { index, tool: None } => json!({
+                    "type": "content_block_start", "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                }),
+                BlockEvent::Start {
+                    index,
+                    tool: Some((id, name)),
+                } => json!({
+                    "type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}},
+                }),
+                BlockEvent::Text(_, t) | BlockEvent::Input(_, t) if t.is_empty() => return None,
+                BlockEvent::Text(index, text) => json!({
+                    "type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": text},
+                }),
+                BlockEvent::Input(index, piece) => json!({
+                    "type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                }),
+                BlockEvent::Stop(index) => json!({"type": "content_block_stop", "index": index}),
+            };
+            Some(StreamEvent::Chunk(chunk))
+        })
+        .collect()
 }
 
 impl StreamEncoder for Encoder {
     fn start(&mut self) -> Vec<StreamEvent> {
-        vec![
-            StreamEvent::Chunk(json!({
-                "type": "message_start",
-                "message": {
-                    "id": message_id(), "type": "message", "role": "assistant",
-                    "model": self.model, "content": [],
-                    "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
-                },
-            })),
-            StreamEvent::Chunk(json!({
-                "type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            })),
-        ]
+        let mut events = vec![StreamEvent::Chunk(json!({
+            "type": "message_start",
+            "message": {
+                "id": message_id(), "type": "message", "role": "assistant",
+                "model": self.model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
+            },
+        }))];
+        if let Some(tools) = &mut self.tools {
+            let start = tools.start();
+            events.extend(self.events(start));
+        }
+        events
     }
 
     fn text(&mut self, text: &str, _: usize) -> Vec<StreamEvent> {
-        vec![StreamEvent::Chunk(json!({
-            "type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": text},
-        }))]
+        let output = match &mut self.tools {
+            Some(tools) => tools.push(text),
+            None => vec![OutputEvent::Text(text.to_string())],
+        };
+        self.events(output)
     }
 
     fn finish(&mut self, reason: &StopReason, usage: &Usage, _: Timing) -> Vec<StreamEvent> {
-        vec![
-            StreamEvent::Chunk(json!({"type": "content_block_stop", "index": 0})),
-            StreamEvent::Chunk(json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(reason), "stop_sequence": stop_sequence(reason)},
-                "usage": {"output_tokens": usage.output_tokens},
-            })),
-            StreamEvent::Chunk(json!({"type": "message_stop"})),
-        ]
+        let (rest, tool_use) = match &mut self.tools {
+            Some(tools) => {
+                let rest = tools.finish();
+                (rest, tools.ending(reason.clone()) == Ending::ToolUse)
+            }
+            None => (Vec::new(), false),
+        };
+        let mut events = self.events(rest);
+        let closing = self.blocks.finish();
+        events.extend(chunks(closing));
+        let (stop, sequence) = if tool_use {
+            ("tool_use", Value::Null)
+        } else {
+            (stop_reason(reason), stop_sequence(reason))
+        };
+        events.push(StreamEvent::Chunk(json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": sequence},
+            "usage": {"output_tokens": usage.output_tokens},
+        })));
+        events.push(StreamEvent::Chunk(json!({"type": "message_stop"})));
+        events
+    }
+
+    fn stop_now(&self, output_tokens: usize) -> Option<Usage> {
+        self.tools
+            .as_ref()
+            .filter(|t| t.is_complete())
+            .map(|_| Usage {
+                prompt_tokens: self.prompt_tokens,
+                output_tokens,
+                cached_prompt_tokens: 0,
+                ..Usage::default()
+            })
     }
 }
 
@@ -282,7 +394,7 @@ mod tests {
             ]
         }))
         .expect("valid");
-        let Prompt::Chat { system, turns } = inv.prompt else {
+        let Prompt::Chat { system, turns, .. } = inv.prompt else {
             panic!("chat expected");
         };
         assert_eq!(system.as_deref(), Some("S"));

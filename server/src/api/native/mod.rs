@@ -2,6 +2,7 @@
 //! the model id's provider prefix.
 
 pub mod anthropic;
+pub mod anthropic_tools;
 pub mod meta;
 pub mod mistral;
 pub mod nova;
@@ -16,6 +17,7 @@ use super::stream::StreamEncoder;
 use crate::bedrock::BedrockError;
 use crate::model_id::Family;
 use crate::prompt::{Generation, Invocation, Prompt};
+use crate::tools::output::ToolOutput;
 
 /// The `stop`/`length` stop reason that Llama and Mistral bodies share.
 fn stop_or_length(reason: &StopReason) -> &'static str {
@@ -59,13 +61,21 @@ pub fn response(family: Family, c: &Completion, model: &str) -> Value {
     }
 }
 
-/// The stream-chunk encoder of `family`.
-pub fn encoder(family: Family, model: &str, prompt_tokens: usize) -> Box<dyn StreamEncoder> {
+/// The stream-chunk encoder of `family`; `tools` reads tool calls from the
+/// output (only the families whose bodies take tools get one).
+pub fn encoder(
+    family: Family,
+    model: &str,
+    prompt_tokens: usize,
+    tools: Option<ToolOutput>,
+) -> Box<dyn StreamEncoder> {
     match family {
         Family::Meta => Box::new(meta::Encoder::new(prompt_tokens)),
         Family::Mistral => Box::new(mistral::Encoder),
-        Family::Anthropic => Box::new(anthropic::Encoder::new(model, prompt_tokens)),
+        Family::Anthropic => {
+            Box::new(anthropic::Encoder::new(model, prompt_tokens).with_tools(tools))
+        }
         Family::Titan => Box::new(titan::Encoder::new(prompt_tokens)),
-        Family::Nova => Box::new(ConverseEncoder::chunks()),
+        Family::Nova => Box::new(ConverseEncoder::chunks().with_tools(tools, prompt_tokens)),
     }
 }

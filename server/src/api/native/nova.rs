@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::api::converse_output::{stop_reason, usage_json};
+use crate::api::converse_output::{completion_stop_reason, content_json, usage_json};
 use crate::api::converse_request::parse_converse;
 use crate::api::generation::Completion;
 use crate::bedrock::BedrockError;
@@ -64,8 +64,8 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
 /// The InvokeModel response body.
 pub fn response(c: &Completion) -> Value {
     json!({
-        "output": {"message": {"role": "assistant", "content": [{"text": c.text}]}},
-        "stopReason": stop_reason(&c.reason),
+        "output": {"message": {"role": "assistant", "content": content_json(&c.content)}},
+        "stopReason": completion_stop_reason(c),
         "usage": usage_json(&c.usage),
     })
 }
