@@ -1,4 +1,5 @@
-//! factory's server library: the Bedrock Runtime API over HTTP.
+//! factory's server library: the Bedrock Runtime API (and an OpenAI-compatible
+//! API under `/v1`) over HTTP.
 //!
 //! [`Service`] answers the Bedrock routes for a [`ServedModel`] (an engine plus
 //! its tokenizer and chat template); `factory serve` runs it, and gateways can
@@ -11,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod model_id;
+pub mod openai;
 pub mod prompt;
 pub mod served_model;
 pub mod service;

@@ -98,6 +98,9 @@ impl Service {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if crate::openai::is_openai_path(req.uri().path()) {
+            return crate::openai::handle(self.openai_context(), req).await;
+        }
         let request_id = new_request_id();
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
@@ -111,6 +114,17 @@ impl Service {
         tracing::debug!("{method} {path} -> {}", resp.status());
         set_header(&mut resp, HeaderName::from_static(REQUEST_ID), &request_id);
         resp
+    }
+
+    fn openai_context(&self) -> crate::openai::Context<'_> {
+        let shared = &*self.shared;
+        crate::openai::Context {
+            model: &shared.model,
+            auth: &shared.auth,
+            max_body_bytes: shared.config.max_body_bytes,
+            default_max_tokens: shared.config.default_max_tokens,
+            max_in_flight_requests: shared.config.max_in_flight_requests,
+        }
     }
 
     async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, BedrockError>
