@@ -130,7 +130,7 @@ async fn chat_completion_has_openai_shape_and_engine_usage() {
         u["completion_tokens"].as_u64().expect("completion"),
     );
     assert_eq!(u["total_tokens"].as_u64(), Some(p + o));
-    assert!(o >= 1 && o <= 12);
+    assert!((1..=12).contains(&o));
     // The prompt is the chat template's rendering, as Bedrock's CountTokens
     // counts the same conversation.
     let count = post(
@@ -228,7 +228,7 @@ async fn streams_without_include_usage_carry_no_usage() {
 /// Checks one chat logprobs entry; returns its token's bytes.
 fn check_entry(e: &Value, top_n: usize) -> Vec<u8> {
     let lp = e["logprob"].as_f64().expect("logprob");
-    assert!(lp <= 0.0 && lp >= -9999.0, "{e}");
+    assert!((-9999.0..=0.0).contains(&lp), "{e}");
     let top = e["top_logprobs"].as_array().expect("top_logprobs");
     assert_eq!(top.len(), top_n, "{e}");
     let values: Vec<f64> = top

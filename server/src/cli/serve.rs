@@ -76,7 +76,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API)");
+        tracing::info!(
+            "serving {ids} on http://{local} (Bedrock Runtime API; OpenAI API under /v1)"
+        );
         service.serve(listener, shutdown_signal()).await?;
         // The listener is closed: drain what is in flight, then exit.
         let t0 = std::time::Instant::now();
