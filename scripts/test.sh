@@ -102,3 +102,16 @@ fi
 AWS="$AWS" \
 FACTORY_URL="http://127.0.0.1:$PORT" python3 server/tests/python/aws_cli_client.py \
     || { cat "$STATE/serve.log" >&2; exit 1; }
+
+echo "== the openai client against the same server"
+# OpenAI's own client, unchanged, with the API key from the generated credentials.
+OPY=python3
+if ! "$OPY" -c "import openai, sys; sys.exit(int(openai.__version__.split('.')[0]) < 1)" 2>/dev/null; then
+    OVENV=target/openai-venv
+    [ -x "$OVENV/bin/python" ] || python3 -m venv "$OVENV"
+    "$OVENV/bin/pip" install --quiet openai
+    OPY="$OVENV/bin/python"
+fi
+OPENAI_API_KEY=$(sed -n 's/^api_key = "\(.*\)"/\1/p' "$STATE/credentials.toml") \
+FACTORY_URL="http://127.0.0.1:$PORT" "$OPY" server/tests/python/openai_client.py \
+    || { cat "$STATE/serve.log" >&2; exit 1; }

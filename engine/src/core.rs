@@ -15,7 +15,7 @@ use crate::block_manager::BlockManager;
 use crate::detokenizer::Utf8Stream;
 use crate::executor::{Batch, BatchSeq, Executor};
 use crate::request::{GenerateRequest, StopReason, TokenEvent, Usage};
-use crate::sampling::{Sampler, SamplingError};
+use crate::sampling::{self, Sampler, SamplingError, MAX_TOP_LOGPROBS};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SchedulerStats, SeqId};
 use crate::stop::{StopError, StopMatcher};
 
@@ -49,6 +49,8 @@ pub enum SubmitError {
     TokenOutOfRange { token: u32, vocab: usize },
     #[error(transparent)]
     Sampling(#[from] SamplingError),
+    #[error("logprobs may name at most {MAX_TOP_LOGPROBS} alternatives, got {0}")]
+    TopLogprobs(usize),
     #[error(transparent)]
     Stop(#[from] StopError),
     #[error(transparent)]
@@ -88,6 +90,8 @@ struct Active {
     stop_ids: Vec<u32>,
     max_tokens: usize,
     generated: usize,
+    /// Alternatives to report per token; `None`: no logprobs at all.
+    logprobs: Option<usize>,
     sink: EventSink,
     /// When it was submitted, and when a step first scheduled it: the queue
     /// time reported in its usage.
@@ -172,6 +176,9 @@ impl RequestLimits {
             });
         }
         req.sampling.validate()?;
+        if let Some(n) = req.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(SubmitError::TopLogprobs(n));
+        }
         StopMatcher::new(req.stop_strings.clone())?;
         let total = req
             .prompt
@@ -297,6 +304,7 @@ impl EngineCore {
                 stop_ids,
                 max_tokens: req.max_tokens,
                 generated: 0,
+                logprobs: req.logprobs,
                 sink,
                 arrived,
                 first_scheduled: None,
@@ -408,6 +416,8 @@ impl EngineCore {
             return;
         };
         let token = a.sampler.sample(logits);
+        // From the raw logits, so only when asked: a pass over the vocabulary.
+        let logprobs = a.logprobs.map(|n| sampling::logprobs(logits, token, n));
         a.sampler.accept(token);
         a.generated += 1;
         let mut stop = None;
@@ -437,7 +447,14 @@ impl EngineCore {
             text.push_str(&a.stop.push(&a.text.utf8.finish()).emit);
             text.push_str(&a.stop.finish());
         }
-        let sent = a.sink.send(TokenEvent::Token { id: token, text }).is_ok();
+        let sent = a
+            .sink
+            .send(TokenEvent::Token {
+                id: token,
+                text,
+                logprobs,
+            })
+            .is_ok();
         match stop {
             Some(reason) => self.finish(id, reason),
             None if !sent => self.abort(id),

@@ -24,6 +24,8 @@ pub use executor::{
 };
 pub use handle::{EngineHandle, EngineStats, RequestStream};
 pub use request::{GenerateRequest, StopReason, TokenEvent, Usage};
-pub use sampling::{argmax, Sampler, SamplingError, SamplingParams};
+pub use sampling::{
+    argmax, logprobs, Sampler, SamplingError, SamplingParams, TokenLogprobs, MAX_TOP_LOGPROBS,
+};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, SeqId};
 pub use stop::{StopError, StopMatcher, StopStep};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::sampling::SamplingParams;
+use crate::sampling::{SamplingParams, TokenLogprobs};
 
 /// One generation request, already tokenized.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,10 @@ pub struct GenerateRequest {
     /// Smaller runs sooner; 0 is normal. Waiting requests age, so a large
     /// value delays a request but never starves it.
     pub priority: i32,
+    /// Report each token's log-probability with this many most likely
+    /// alternatives (0..=[`crate::sampling::MAX_TOP_LOGPROBS`]); `None`
+    /// computes nothing.
+    pub logprobs: Option<usize>,
 }
 
 impl GenerateRequest {
@@ -34,6 +38,7 @@ impl GenerateRequest {
             stop_strings: Vec::new(),
             ignore_eos: false,
             priority: 0,
+            logprobs: None,
         }
     }
 }
@@ -82,8 +87,12 @@ pub struct Usage {
 pub enum TokenEvent {
     /// A generated token and the text it completes (possibly empty: part of
     /// a character, a special token, or text held back as a possible start
-    /// of a stop string).
-    Token { id: u32, text: String },
+    /// of a stop string), with its log-probabilities when the request asked.
+    Token {
+        id: u32,
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
     /// The request ended normally; the last event of the stream.
     Finished { reason: StopReason, usage: Usage },
     /// The request failed; the last event of the stream.

@@ -277,6 +277,85 @@ impl Sampler {
     }
 }
 
+/// Most alternatives a request may ask for per token (OpenAI's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// Log-probabilities of one generated token under the model's distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// ln p(sampled token); `-inf` for a token the model rules out.
+    pub logprob: f32,
+    /// The most likely tokens as (id, ln p), best first, ties by lower id.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Log-softmax of the raw `logits` at `token`, and the `top_n` most likely
+/// tokens.
+///
+/// The raw logits are the model's own distribution: before penalties and
+/// temperature, as OpenAI and vLLM (`raw_logprobs`) report it, so the numbers
+/// do not change with the sampling settings. One pass for the maximum, one
+/// for the normalizer and the top-`top_n` kept by insertion into a short
+/// sorted list: O(vocab), no allocation beyond `top_n`.
+/// Non-finite logits count as impossible tokens.
+pub fn logprobs(logits: &[f32], token: u32, top_n: usize) -> TokenLogprobs {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return TokenLogprobs {
+            logprob: f32::NEG_INFINITY,
+            top: Vec::new(),
+        };
+    }
+    // f32 exponentials (libm's f32 exp is ~1.7x its f64 one, and the
+    // exponentials are the cost of this pass), summed in f32 over blocks of
+    // 1024 and the blocks in f64: the rounding stays far below the digits a
+    // logprob shows.
+    let mut sum = 0f64;
+    for block in logits.chunks(1024) {
+        let part: f32 = block
+            .iter()
+            .filter(|l| l.is_finite())
+            .map(|&l| (l - max).exp())
+            .sum();
+        sum += f64::from(part);
+    }
+    // The log of the normalizer, relative to `max`; `sum >= 1` (the max term).
+    let log_z = sum.ln();
+    let lp = |l: f32| -> f32 {
+        if l.is_finite() {
+            (f64::from(l - max) - log_z) as f32
+        } else {
+            f32::NEG_INFINITY
+        }
+    };
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(top_n + 1);
+    if top_n > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if !l.is_finite() {
+                continue;
+            }
+            // Scanning in id order with a strict `>` keeps the lower id on ties.
+            if top.len() == top_n && top.last().is_some_and(|w| l <= w.1) {
+                continue;
+            }
+            let at = top.partition_point(|c| c.1 >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(top_n);
+        }
+    }
+    for c in &mut top {
+        c.1 = lp(c.1);
+    }
+    let logprob = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&l| lp(l));
+    TokenLogprobs { logprob, top }
+}
+
 /// Index of the largest logit (the first on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -568,7 +647,57 @@ mod tests {
         c[..keep].iter().map(|x| x.0).collect()
     }
 
+    #[test]
+    fn logprobs_are_a_log_softmax() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, f32::NEG_INFINITY];
+        let lp = logprobs(&logits, 2, 3);
+        let z: f64 = [1.0f64, 3.0, 2.0, 3.0].iter().map(|l| l.exp()).sum();
+        assert!((f64::from(lp.logprob) - (2.0 - z.ln())).abs() < 1e-6);
+        // Best first; the tie between ids 1 and 3 goes to the lower id.
+        let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 3, 2]);
+        assert_eq!(lp.top[0].1, lp.top[1].1);
+        assert_eq!(logprobs(&logits, 4, 0).logprob, f32::NEG_INFINITY);
+        assert!(logprobs(&logits, 4, 0).top.is_empty());
+        // Past the vocabulary: impossible, not a panic.
+        assert_eq!(logprobs(&logits, 99, 1).logprob, f32::NEG_INFINITY);
+        // More alternatives than finite logits: only the possible ones.
+        assert_eq!(logprobs(&logits, 0, 20).top.len(), 4);
+    }
+
     proptest::proptest! {
+        /// Probabilities of the whole vocabulary sum to 1; the top list is
+        /// sorted, holds the largest values, and the sampled token's logprob
+        /// is the one the list gives it.
+        #[test]
+        fn logprobs_sum_to_one_and_top_is_the_head(
+            logits in proptest::collection::vec(-30.0f32..30.0, 1..300),
+            top_n in 0usize..=MAX_TOP_LOGPROBS,
+            pick: proptest::sample::Index,
+        ) {
+            let token = pick.index(logits.len()) as u32;
+            let all = logprobs(&logits, token, logits.len());
+            let total: f64 = all.top.iter().map(|t| f64::from(t.1).exp()).sum();
+            proptest::prop_assert!((total - 1.0).abs() < 1e-4, "sum {}", total);
+            let lp = logprobs(&logits, token, top_n);
+            proptest::prop_assert_eq!(lp.top.len(), top_n.min(logits.len()));
+            proptest::prop_assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            // The head of an independent full ranking (ties by lower id).
+            let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+            order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+            let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+            proptest::prop_assert_eq!(&ids[..], &order[..ids.len()]);
+            proptest::prop_assert_eq!(&lp.top[..], &all.top[..lp.top.len()]);
+            let at = all.top.iter().find(|t| t.0 == token).map(|t| t.1);
+            proptest::prop_assert_eq!(Some(lp.logprob), at);
+            proptest::prop_assert!(lp.logprob <= 0.0);
+            if top_n > 0 {
+                // Greedy sampling picks the token the top-1 names.
+                let mut s = Sampler::new(SamplingParams::default(), &[]);
+                proptest::prop_assert_eq!(s.sample(&logits), lp.top[0].0);
+            }
+        }
+
         /// Sorting only a growing head picks from exactly the set a full
         /// sort allows, also when the nucleus is wider than the first head.
         #[test]

@@ -36,7 +36,7 @@
 //! [auth]
 //! regions = ["us-east-1"]       # optional allow-list
 //! access_keys = [{ access_key_id = "AKID...", secret_access_key = "..." }]
-//! api_keys = [{ name = "ci", key = "..." }]
+//! api_keys = [{ name = "ci", key = "..." }]   # Bearer: Bedrock API keys and OpenAI clients
 //! ```
 
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! factory's server library: the Bedrock Runtime API over HTTP.
+//! factory's server library: the Bedrock Runtime API (and an OpenAI-compatible
+//! API under `/v1`) over HTTP.
 //!
 //! [`Service`] answers the Bedrock routes for one or more [`ServedModel`]s (an
 //! engine plus its tokenizer and chat template), each in a [`ModelSlot`] that
@@ -16,6 +17,7 @@ pub mod model_id;
 pub mod model_limits;
 pub mod model_slot;
 pub mod observability;
+pub mod openai;
 pub mod prompt;
 pub mod served_model;
 pub mod service;

@@ -151,6 +151,9 @@ impl Service {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if crate::openai::is_openai_path(req.uri().path()) {
+            return crate::openai::handle(self.openai_context(), req).await;
+        }
         let request_id = new_request_id();
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
@@ -167,6 +170,19 @@ impl Service {
         self.shared.obs.count_response(operation, &resp);
         self.shared.obs.upkeep_if_due();
         resp
+    }
+
+    fn openai_context(&self) -> crate::openai::Context<'_> {
+        let shared = &*self.shared;
+        crate::openai::Context {
+            models: &shared.models,
+            obs: &shared.obs,
+            in_flight: self.in_flight(),
+            auth: &shared.auth,
+            max_body_bytes: shared.config.max_body_bytes,
+            default_max_tokens: shared.config.default_max_tokens,
+            max_in_flight_requests: shared.config.max_in_flight_requests,
+        }
     }
 
     async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, BedrockError>

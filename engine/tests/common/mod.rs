@@ -91,7 +91,7 @@ pub struct Outcome {
 pub fn drain(rx: &mut UnboundedReceiver<TokenEvent>, o: &mut Outcome) {
     while let Ok(ev) = rx.try_recv() {
         match ev {
-            TokenEvent::Token { id, text } => {
+            TokenEvent::Token { id, text, .. } => {
                 o.tokens.push(id);
                 o.text.push_str(&text);
             }

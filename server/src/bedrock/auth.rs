@@ -29,6 +29,11 @@ impl<C: CredentialStore> Authenticator<C> {
         Self { sigv4, api_keys }
     }
 
+    /// The bearer API keys (what `/v1` OpenAI requests authenticate with).
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
+    }
+
     /// Authenticates `request` as of `now`.
     pub fn authenticate(
         &self,

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use factory_server::config::FileConfig;
+use factory_server::config::{FileConfig, NamedApiKey};
 use factory_server::credentials::{self, KeyPair};
 use factory_server::{Auth, Service};
 
@@ -93,7 +93,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API); /ping is 200 once the models are loaded");
+        tracing::info!("serving {ids} on http://{local} (Bedrock Runtime API; OpenAI API under /v1); /ping is 200 once the models are loaded");
         // Bound first, then loaded: /ping tells orchestrators when to send work.
         let no_model = serve_models::spawn_loader(plans)?;
         let fatal = Arc::new(OnceLock::new());
@@ -156,21 +156,33 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: new requests get 503; draining requests in flight");
 }
 
-/// Credentials from the config file and environment; with none, a key pair
-/// generated once and kept in the state directory.
+/// Credentials from the config file and environment (`FACTORY_API_KEY` adds a
+/// bearer key); with none, a key pair and an API key generated once and kept
+/// in the state directory.
 fn auth(file: &FileConfig, no_auth: bool) -> anyhow::Result<Auth> {
     if no_auth {
         tracing::warn!("--no-auth: every request is accepted without credentials");
         return Ok(Auth::Disabled);
     }
+    let mut section = file.auth.clone();
+    if let Some(key) = std::env::var("FACTORY_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        section.api_keys.push(NamedApiKey {
+            name: "env".into(),
+            key,
+        });
+    }
     let mut extra: Vec<KeyPair> = KeyPair::from_env().into_iter().collect();
-    if file.auth.is_empty() && extra.is_empty() {
+    if section.is_empty() && extra.is_empty() {
         let dir = credentials::state_dir();
-        let (pair, created) = credentials::load_or_create(&dir)?;
+        let (generated, created) = credentials::load_or_create(&dir)?;
+        let pair = generated.pair;
         let path = dir.join(credentials::FILE_NAME);
         let verb = if created { "generated" } else { "using" };
         tracing::info!(
-            "no credentials configured: {verb} a key pair in {} (mode 0600)",
+            "no credentials configured: {verb} a key pair and API key in {} (mode 0600)",
             path.display()
         );
         eprintln!(
@@ -181,7 +193,17 @@ fn auth(file: &FileConfig, no_auth: bool) -> anyhow::Result<Auth> {
             pair.access_key_id,
             path.display()
         );
+        eprintln!(
+            "OpenAI clients (and Bedrock bearer auth) use the API key in the same file:\n  \
+             export OPENAI_API_KEY=$(sed -n 's/^api_key = \"\\(.*\\)\"/\\1/p' {})\n  \
+             then e.g. openai.OpenAI(base_url=\"http://ADDR/v1\")",
+            path.display()
+        );
+        section.api_keys.push(NamedApiKey {
+            name: "generated".into(),
+            key: generated.api_key,
+        });
         extra.push(pair);
     }
-    Ok(Auth::Required(file.auth.authenticator(&extra)))
+    Ok(Auth::Required(section.authenticator(&extra)))
 }
