@@ -115,3 +115,23 @@ fi
 OPENAI_API_KEY=$(sed -n 's/^api_key = "\(.*\)"/\1/p' "$STATE/credentials.toml") \
 FACTORY_URL="http://127.0.0.1:$PORT" "$OPY" server/tests/python/openai_client.py \
     || { cat "$STATE/serve.log" >&2; exit 1; }
+
+echo "== boto3 failure cases against factory serve with tiny limits"
+# Timeouts, a full queue, per-model limits and draining after SIGTERM, as the
+# exceptions botocore raises for Bedrock; the server must exit on its own.
+STATE2=$(mktemp -d)
+PORT2=$((PORT + 1))
+FACTORY_STATE_DIR="$STATE2" "${CARGO_TARGET_DIR:-target}/release/factory" serve --addr "127.0.0.1:$PORT2" \
+    --config server/tests/python/serve_limits_config.toml 2>"$STATE2/serve.log" &
+SERVER2=$!
+trap 'kill $SERVER $SERVER2 2>/dev/null || true; rm -rf "$STATE" "$STATE2"' EXIT
+for _ in $(seq 1 150); do
+    "$PY" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+        "http://127.0.0.1:$PORT2/ping" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key_id = "\(.*\)"/\1/p' "$STATE2/credentials.toml") \
+AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_access_key = "\(.*\)"/\1/p' "$STATE2/credentials.toml") \
+FACTORY_PID=$SERVER2 FACTORY_URL="http://127.0.0.1:$PORT2" "$PY" server/tests/python/boto3_failures.py \
+    || { cat "$STATE2/serve.log" >&2; exit 1; }
+wait $SERVER2 || { echo "factory serve did not exit 0 after draining" >&2; cat "$STATE2/serve.log" >&2; exit 1; }
