@@ -45,7 +45,7 @@ pub fn chat_body(
 }
 
 /// The error an OpenAI error body (or a bare status) stands for: kind is the
-/// error's `type` (else `code`, else `http_<status>`).
+/// error's `code` (else its `type`, else `http_<status>`).
 pub fn error_from(status: Option<u16>, body: &[u8]) -> RequestError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
@@ -60,8 +60,9 @@ fn error_from_value(status: Option<u16>, err: Option<&Value>, raw: &[u8]) -> Req
             _ => None,
         })
     };
-    let kind = field("type")
-        .or_else(|| field("code"))
+    // `code` is the more specific (`model_not_found`, `invalid_api_key`); `type` groups.
+    let kind = field("code")
+        .or_else(|| field("type"))
         .or_else(|| status.map(|s| format!("http_{s}")))
         .unwrap_or_else(|| "error".into());
     let message = field("message").unwrap_or_else(|| error_text(raw));
@@ -224,6 +225,11 @@ mod tests {
         assert_eq!(e.kind, "invalid_request_error");
         assert!(e.message.contains("bad model"));
         assert_eq!(error_from(Some(503), b"").kind, "http_503");
+        let e = error_from(
+            Some(404),
+            br#"{"error":{"message":"no model x","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#,
+        );
+        assert_eq!(e.kind, "model_not_found");
         let (texts, r) = run(
             "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"engine died\",\"type\":\"server_error\"}}\n\n",
         );
