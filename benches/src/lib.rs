@@ -1,5 +1,8 @@
 //! Benchmarks for factory: shared measurement helpers; the benchmarks are the
-//! binaries in `src/bin/`.
+//! binaries in `src/bin/`. [`loadgen`] is the library behind `factory-bench`,
+//! the load generator for a running server.
+
+pub mod loadgen;
 
 use std::time::Instant;
 
