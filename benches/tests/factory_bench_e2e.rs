@@ -492,6 +492,39 @@ async fn serve_chat(mut conn: tokio::net::TcpStream) {
 }
 
 #[test]
+fn openai_chat_stream_against_factory_v1() {
+    // The real OpenAI-compatible API of the same service, with the same bearer key.
+    let addr = factory_server();
+    let out = OutDir::new("openai-factory");
+    let o = bench(
+        &format!("http://{addr}"),
+        &out.0,
+        &[
+            "--api",
+            "openai",
+            "--model",
+            MODEL_ID,
+            "--concurrency",
+            "2",
+            "--requests",
+            "2",
+            "--input-tokens",
+            "16",
+            "--output-tokens",
+            "6",
+            "--tokenizer",
+            "words",
+        ],
+        &[("OPENAI_API_KEY", API_KEY)],
+    );
+    assert!(o.status.success());
+    let j = read_json(&out.0);
+    let p = &j["points"][0];
+    assert_eq!(p["completed"], 2, "{}", p["errors"]);
+    check_streaming_point(p, 2, 6.0);
+}
+
+#[test]
 fn openai_chat_stream_against_an_sse_server() {
     let addr = openai_server();
     let url = format!("http://{addr}");
