@@ -91,6 +91,23 @@ pub struct Generation {
     pub top_k: Option<usize>,
     /// Strings that end generation.
     pub stop_sequences: Vec<String>,
+    /// Model-native extras from `additionalModelRequestFields` (vLLM's names).
+    pub extra: ExtraSampling,
+}
+
+/// Sampling settings beyond Bedrock's common ones; `None` is the engine's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExtraSampling {
+    /// Tokens below this fraction of the top token's probability are cut.
+    pub min_p: Option<f32>,
+    /// Seed of the request's random draws.
+    pub seed: Option<u64>,
+    /// Multiplicative penalty on tokens already seen (1 is none).
+    pub repetition_penalty: Option<f32>,
+    /// Subtracted once from tokens already generated.
+    pub presence_penalty: Option<f32>,
+    /// Subtracted per occurrence of a generated token.
+    pub frequency_penalty: Option<f32>,
 }
 
 /// A parsed request: prompt plus settings.

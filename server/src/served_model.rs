@@ -172,6 +172,13 @@ impl ServedModel {
             top_k: g.top_k.unwrap_or(0),
             ..SamplingParams::default()
         };
+        let x = g.extra;
+        let s = &mut req.sampling;
+        s.min_p = x.min_p.unwrap_or(s.min_p);
+        s.seed = x.seed.or(s.seed);
+        s.repetition_penalty = x.repetition_penalty.unwrap_or(s.repetition_penalty);
+        s.presence_penalty = x.presence_penalty.unwrap_or(s.presence_penalty);
+        s.frequency_penalty = x.frequency_penalty.unwrap_or(s.frequency_penalty);
         req.stop_strings = g.stop_sequences.clone();
         Ok(req)
     }

@@ -75,6 +75,37 @@ async fn converse_stops_at_max_tokens() {
 }
 
 #[tokio::test]
+async fn additional_fields_seed_sampling_and_reject_unknown_keys() {
+    // Temperature 1 with a seed from additionalModelRequestFields: the same
+    // seed draws the same text, so the seed reached the sampler.
+    let run = |seed: u64| async move {
+        let mut body = user("Tell me something surprising.");
+        body["inferenceConfig"] = json!({"maxTokens": 12, "temperature": 1.0});
+        body["additionalModelRequestFields"] =
+            json!({"seed": seed, "top_k": 50, "min_p": 0.01, "repetition_penalty": 1.05});
+        let r = post(MODEL_ID, "converse", &body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["output"]["message"]["content"][0]["text"].clone()
+    };
+    let a = run(11).await;
+    assert_eq!(a, run(11).await);
+    let others = [run(12).await, run(13).await, run(14).await];
+    assert!(
+        others.iter().any(|t| *t != a),
+        "three other seeds all gave {a}"
+    );
+
+    let mut body = user("Hi");
+    body["additionalModelRequestFields"] = json!({"typical_p": 0.5});
+    let r = post(MODEL_ID, "converse", &body).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.header("x-amzn-errortype").split(':').next(),
+        Some("ValidationException")
+    );
+}
+
+#[tokio::test]
 async fn converse_stream_events_come_in_bedrock_order_and_match_converse() {
     let mut body = user("Name three colors.");
     body["inferenceConfig"] = json!({"maxTokens": 6, "temperature": 0});

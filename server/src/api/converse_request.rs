@@ -270,8 +270,18 @@ fn apply_additional_fields(fields: Option<&Value>, g: &mut Generation) -> Result
                 "The additional field {key} conflicts with the existing field {existing}. Remove {key} and try again."
             )));
         }
-        match (key.as_str(), value.as_u64()) {
-            ("top_k" | "topK", Some(k)) => g.top_k = usize::try_from(k).ok(),
+        let x = &mut g.extra;
+        match key.as_str() {
+            "top_k" | "topK" => g.top_k = Some(extra_int(key, value)? as usize),
+            "seed" => x.seed = Some(extra_int(key, value)?),
+            "min_p" => x.min_p = Some(extra_number(key, value, 0.0, 1.0)?),
+            "repetition_penalty" => {
+                x.repetition_penalty = Some(extra_number(key, value, 0.01, 10.0)?)
+            }
+            "presence_penalty" => x.presence_penalty = Some(extra_number(key, value, -2.0, 2.0)?),
+            "frequency_penalty" => {
+                x.frequency_penalty = Some(extra_number(key, value, -2.0, 2.0)?)
+            }
             _ => {
                 return Err(BedrockError::validation(format!(
                     "The model returned the following errors: Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input and try again."
@@ -282,10 +292,62 @@ fn apply_additional_fields(fields: Option<&Value>, g: &mut Generation) -> Result
     Ok(())
 }
 
+/// A non-negative integer extra field (`top_k`, `seed`).
+fn extra_int(key: &str, value: &Value) -> Result<u64, BedrockError> {
+    value.as_u64().filter(|&v| v <= u64::from(u32::MAX)).ok_or_else(|| {
+        BedrockError::validation(format!(
+            "The model returned the following errors: Malformed input request: #/{key}: expected a non-negative integer, please reformat your input and try again."
+        ))
+    })
+}
+
+/// A number extra field within `lo..=hi`.
+fn extra_number(key: &str, value: &Value, lo: f64, hi: f64) -> Result<f32, BedrockError> {
+    match value.as_f64() {
+        Some(v) if (lo..=hi).contains(&v) => Ok(v as f32),
+        _ => Err(BedrockError::validation(format!(
+            "The model returned the following errors: Malformed input request: #/{key}: expected a number from {lo} to {hi}, please reformat your input and try again."
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn additional_fields_reach_the_sampler_settings() {
+        let inv = parse(json!({
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+            "additionalModelRequestFields": {
+                "top_k": 40, "min_p": 0.05, "seed": 7, "repetition_penalty": 1.1,
+                "presence_penalty": 0.5, "frequency_penalty": -0.5
+            }
+        }))
+        .map_err(|e| e.to_string());
+        let g = inv.expect("parses").generation;
+        assert_eq!(g.top_k, Some(40));
+        assert_eq!(g.extra.min_p, Some(0.05));
+        assert_eq!(g.extra.seed, Some(7));
+        assert_eq!(g.extra.repetition_penalty, Some(1.1));
+        assert_eq!(g.extra.presence_penalty, Some(0.5));
+        assert_eq!(g.extra.frequency_penalty, Some(-0.5));
+        for bad in [
+            json!({"min_p": 2}),
+            json!({"seed": -1}),
+            json!({"top_k": "x"}),
+            json!({"repetition_penalty": 0}),
+            json!({"presence_penalty": 3}),
+            json!({"typical_p": 0.9}),
+        ] {
+            let r = parse(json!({
+                "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+                "additionalModelRequestFields": bad
+            }));
+            assert!(r.is_err(), "{bad} accepted");
+        }
+    }
 
     fn parse(v: Value) -> Result<Invocation, BedrockError> {
         parse_converse(v.as_object().unwrap_or(&Map::new()))

@@ -41,6 +41,7 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
         top_p: r.number("top_p", 0.0, 1.0),
         top_k: r.integer("top_k", 0, 500),
         stop_sequences: r.strings("stop_sequences", 8191),
+        ..Generation::default()
     };
     let messages = r.get("messages", true);
     r.finish()?;

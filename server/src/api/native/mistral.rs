@@ -28,6 +28,7 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
         top_p: r.number("top_p", 0.0, 1.0),
         top_k: r.integer("top_k", 0, 200),
         stop_sequences: r.strings("stop", 10),
+        ..Generation::default()
     };
     r.finish()?;
     Ok(templated(prompt, generation))

@@ -24,6 +24,7 @@ pub fn parse(body: &Map<String, Value>) -> Result<Invocation, BedrockError> {
             top_p: c.number("topP", 0.0, 1.0),
             top_k: None,
             stop_sequences: c.strings("stopSequences", 4),
+            ..Generation::default()
         };
         r.absorb(c);
     }
