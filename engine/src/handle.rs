@@ -82,12 +82,19 @@ impl EngineHandle {
     /// Starts the engine loop on its own thread.
     pub fn spawn(core: EngineCore) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        // The KV cache's size is known before the first step: callers see it at once.
+        let blocks = core.scheduler().blocks();
+        let initial = EngineStats {
+            kv_blocks_total: blocks.num_blocks(),
+            kv_blocks_free: blocks.num_free(),
+            ..EngineStats::default()
+        };
         let shared = Arc::new(Shared {
             limits: core.limits(),
             max_running: core.scheduler().config().max_num_seqs,
             next_id: AtomicU64::new(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
-            stats: Mutex::new(EngineStats::default()),
+            stats: Mutex::new(initial),
         });
         let loop_shared = shared.clone();
         // Detached: the loop ends once every handle and stream is dropped.

@@ -25,6 +25,15 @@ fn wait_for(h: &EngineHandle, ok: impl Fn(&factory_engine::EngineStats) -> bool)
 }
 
 #[test]
+fn stats_show_the_kv_cache_before_the_first_step() {
+    let h = handle(&Setup::default());
+    let s = h.stats();
+    assert!(s.kv_blocks_total > 0, "{s:?}");
+    assert_eq!(s.kv_blocks_free, s.kv_blocks_total);
+    assert_eq!(s.kv_usage(), 0.0);
+}
+
+#[test]
 fn concurrent_async_streams_each_get_their_own_tokens() {
     let h = handle(&Setup::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
