@@ -205,6 +205,33 @@ mod tests {
 
     const BS: usize = 16;
 
+    impl Batch {
+        /// The cache, block tables and per-sequence metadata as the kernels take them.
+        fn views(
+            &self,
+            kv_heads: usize,
+            head_dim: usize,
+        ) -> (PagedKv<'_>, BlockTables<'_>, PrefillSeqs<'_>) {
+            let kv = PagedKv {
+                k: &self.k,
+                v: &self.v,
+                block_size: BS,
+                kv_heads,
+                head_dim,
+            };
+            let tables = BlockTables {
+                tables: &self.tables,
+                max_blocks: self.max_blocks,
+            };
+            let seqs = PrefillSeqs {
+                q_starts: &self.q_starts,
+                q_lens: &self.q_lens,
+                context_lens: &self.ctx,
+            };
+            (kv, tables, seqs)
+        }
+    }
+
     fn batch(
         rng: &mut rand::rngs::StdRng,
         kv_heads: usize,
@@ -276,28 +303,13 @@ mod tests {
             heads,
             &[(9, 40), (1, 17), (33, 33), (5, 70)],
         );
-        let kv = PagedKv {
-            k: &b.k,
-            v: &b.v,
-            block_size: BS,
-            kv_heads,
-            head_dim: hd,
-        };
-        let tables = BlockTables {
-            tables: &b.tables,
-            max_blocks: b.max_blocks,
-        };
+        let (kv, tables, seqs) = b.views(kv_heads, hd);
         let h = Heads {
             heads,
             kv_heads,
             scale: 0.3,
         };
         let mut out = vec![bf16::NAN; b.q.len()];
-        let seqs = PrefillSeqs {
-            q_starts: &b.q_starts,
-            q_lens: &b.q_lens,
-            context_lens: &b.ctx,
-        };
         paged_attention_prefill(&b.q, heads * hd, &kv, tables, seqs, h, &mut out);
 
         let kf: Vec<f32> = to_f32(&b.k)
@@ -358,28 +370,13 @@ mod tests {
             heads,
             &[(1, 1), (1, 100), (1, 513), (1, 16)],
         );
-        let kv = PagedKv {
-            k: &b.k,
-            v: &b.v,
-            block_size: BS,
-            kv_heads,
-            head_dim: hd,
-        };
-        let tables = BlockTables {
-            tables: &b.tables,
-            max_blocks: b.max_blocks,
-        };
+        let (kv, tables, seqs) = b.views(kv_heads, hd);
         let h = Heads {
             heads,
             kv_heads,
             scale: 0.125,
         };
         let mut want = vec![bf16::NAN; b.q.len()];
-        let seqs = PrefillSeqs {
-            q_starts: &b.q_starts,
-            q_lens: &b.q_lens,
-            context_lens: &b.ctx,
-        };
         paged_attention_prefill(&b.q, heads * hd, &kv, tables, seqs, h, &mut want);
         for part in [1usize, 7, 64, 512, 4096] {
             let mut out = vec![bf16::NAN; b.q.len()];
