@@ -3,53 +3,23 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+#[path = "serve/process.rs"]
+mod process;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use factory_server::bedrock::eventstream::decode_frame;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
+use process::ServeProcess;
 
 #[tokio::test]
 async fn sigterm_finishes_the_stream_in_flight_then_exits() {
-    let model = factory_models::default_model::cached_path();
-    assert!(
-        model.is_file(),
-        "the default model is missing at {}",
-        model.display()
-    );
     let state = std::env::temp_dir().join(format!("factory-sigterm-{}", std::process::id()));
-    let mut child = Guard(
-        Command::new(env!("CARGO_BIN_EXE_factory"))
-            .args([
-                "serve",
-                "--no-auth",
-                "--addr",
-                "127.0.0.1:0",
-                "--kv-cache-memory",
-                "256MiB",
-            ])
-            .env("FACTORY_STATE_DIR", &state)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("factory serve starts"),
-    );
-    // The log line "serving ... on http://ADDR (...)" names the port.
-    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server log ended before it listened")
-            .expect("log line");
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let mut server = ServeProcess::start(&state);
+    let addr = server.addr.clone();
     // The model loads after the server binds: /ping says when it is ready.
     let t0 = Instant::now();
     loop {
@@ -104,7 +74,7 @@ async fn sigterm_finishes_the_stream_in_flight_then_exits() {
     }
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -133,7 +103,7 @@ async fn sigterm_finishes_the_stream_in_flight_then_exits() {
     // New connections are refused, and the process exits successfully.
     let t0 = Instant::now();
     let exit = loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
+        if let Some(s) = server.child.try_wait().expect("wait") {
             break s;
         }
         assert!(
@@ -145,14 +115,4 @@ async fn sigterm_finishes_the_stream_in_flight_then_exits() {
     assert!(exit.success(), "exit status {exit}");
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
     let _ = std::fs::remove_dir_all(&state);
-}
-
-/// Kills the server if the test fails before it exits on its own.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

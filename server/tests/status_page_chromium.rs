@@ -10,9 +10,8 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,17 +19,11 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+#[path = "serve/process.rs"]
+mod process;
+use process::ServeProcess;
+
 const MODEL_ID: &str = "smollm2-135m-instruct";
-
-/// Kills the server when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FACTORY_CHROMIUM") {
@@ -145,41 +138,10 @@ async fn headless_chromium_renders_the_live_numbers() {
         );
         return;
     };
-    let model = factory_models::default_model::cached_path();
-    assert!(
-        model.is_file(),
-        "the default model is missing at {}",
-        model.display()
-    );
     let tmp = std::env::temp_dir().join(format!("factory-status-page-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
-    let mut child = Guard(
-        Command::new(env!("CARGO_BIN_EXE_factory"))
-            .args([
-                "serve",
-                "--no-auth",
-                "--addr",
-                "127.0.0.1:0",
-                "--kv-cache-memory",
-                "256MiB",
-            ])
-            .env("FACTORY_STATE_DIR", tmp.join("state"))
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("factory serve starts"),
-    );
-    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server log ended before it listened")
-            .expect("log line");
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = ServeProcess::start(&tmp.join("state"));
+    let addr = server.addr.clone();
     // The model loads after the server binds: /ping answers 200 once it is ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while request(&addr, "GET", "/ping", None).await.0 != 200 {
