@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -182,6 +183,7 @@ impl Service {
             max_body_bytes: shared.config.max_body_bytes,
             default_max_tokens: shared.config.default_max_tokens,
             max_in_flight_requests: shared.config.max_in_flight_requests,
+            draining: self.is_draining(),
         }
     }
 
@@ -191,35 +193,14 @@ impl Service {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let shared = &*self.shared;
-        let route = route(req.method().as_str(), req.uri().path())?;
-        if route == Route::Ping {
-            return Ok(health::response(&shared.models, self.is_draining()));
-        }
-        if self.is_draining() {
-            return Err(health::draining_error());
-        }
-        if let Route::Observe(page) = route {
-            // Unauthenticated, like /ping: scrapers and browsers do not sign.
-            return Ok(shared.obs.page(page));
-        }
         let (parts, body) = req.into_parts();
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > shared.config.max_body_bytes as u64) {
-            return Err(BedrockError::validation(format!(
-                "The request body exceeds the limit of {} bytes.",
-                shared.config.max_body_bytes
-            )));
-        }
-        let body = read_limited(body, shared.config.max_body_bytes).await?;
-        self.authenticate(&parts, &body)?;
-        match route {
+        match route(parts.method.as_str(), parts.uri.path())? {
+            // Unauthenticated and answered while draining: load balancers,
+            // scrapers and browsers do not sign, and a drain is worth watching.
             Route::Ping => Ok(health::response(&shared.models, self.is_draining())),
             Route::Observe(page) => Ok(shared.obs.page(page)),
             Route::ListFoundationModels => {
+                self.admit_signed(&parts, body).await?;
                 let query = decode_query(parts.uri.query().unwrap_or_default());
                 Ok(json_response(&foundation_models::list(
                     &shared.models,
@@ -227,15 +208,19 @@ impl Service {
                     &query,
                 )))
             }
-            Route::GetFoundationModel(id) => Ok(json_response(&foundation_models::get(
-                &shared.models,
-                &shared.config.region,
-                &id,
-            )?)),
+            Route::GetFoundationModel(id) => {
+                self.admit_signed(&parts, body).await?;
+                Ok(json_response(&foundation_models::get(
+                    &shared.models,
+                    &shared.config.region,
+                    &id,
+                )?))
+            }
             Route::Model {
                 operation,
                 model_id,
             } => {
+                let body = self.admit_signed(&parts, body).await?;
                 let model = self.ready_model(&model_id)?;
                 let generates = !matches!(operation, Operation::CountTokens);
                 if generates && self.in_flight() >= shared.config.max_in_flight_requests {
@@ -263,6 +248,37 @@ impl Service {
                 api::run(operation, call).await
             }
         }
+    }
+
+    /// For the signed routes: refuses while draining, reads the body within
+    /// the size limit and checks the signature (or bearer key) over it.
+    async fn admit_signed<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+    ) -> Result<Bytes, BedrockError>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shared = &*self.shared;
+        if self.is_draining() {
+            return Err(health::draining_error());
+        }
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > shared.config.max_body_bytes as u64) {
+            return Err(BedrockError::validation(format!(
+                "The request body exceeds the limit of {} bytes.",
+                shared.config.max_body_bytes
+            )));
+        }
+        let body = read_limited(body, shared.config.max_body_bytes).await?;
+        self.authenticate(parts, &body)?;
+        Ok(body)
     }
 
     /// The ready model `requested` names; an unknown id is a ValidationException

@@ -321,4 +321,28 @@ async fn a_draining_service_refuses_new_requests_with_503() {
         assert_eq!(r.status, 503, "{op}");
         assert_eq!(r.error_code(), "ServiceUnavailableException");
     }
+    // The OpenAI API refuses new generations too, in its own error shape.
+    let body =
+        json!({"model": ALPHA, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    let r = send_at(
+        addr,
+        Credentials::Bearer(API_KEY),
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "service_unavailable",
+        "{:?}",
+        r.body
+    );
+    // A drain stays observable: scrapes and the status page still answer.
+    for path in ["/metrics", "/status", "/status.json"] {
+        assert_eq!(ping(addr, path).await.status, 200, "{path} while draining");
+    }
+    let status = ping(addr, "/status.json").await.json();
+    assert!(status.is_object(), "{status}");
 }

@@ -50,6 +50,8 @@ pub struct Context<'a> {
     pub default_max_tokens: usize,
     /// Generation requests in flight beyond which new ones get 429.
     pub max_in_flight_requests: usize,
+    /// Whether the server is draining (SIGTERM): new generations get 503.
+    pub draining: bool,
 }
 
 impl<'a> Context<'a> {
@@ -61,6 +63,11 @@ impl<'a> Context<'a> {
             .iter()
             .find(|m| m.answers_to(model))
             .ok_or_else(|| OpenAiError::model_not_found(model))?;
+        if self.draining {
+            return Err(OpenAiError::unavailable(
+                "The server is shutting down and accepts no new requests.",
+            ));
+        }
         let served = match slot.state() {
             ModelState::Ready(m) => m,
             ModelState::Loading => {
