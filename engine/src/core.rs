@@ -322,6 +322,15 @@ impl EngineCore {
         self.scheduler.remove(id);
     }
 
+    /// Ends a request its caller stopped reading on purpose and frees its
+    /// blocks; unlike [`EngineCore::abort`], not counted as aborted.
+    pub fn stop(&mut self, id: SeqId) {
+        if self.active.remove(&id).is_some() {
+            tracing::debug!(seq = id, "stopped by its caller");
+        }
+        self.scheduler.remove(id);
+    }
+
     /// Runs one step. Does nothing when there is no work.
     pub fn step(&mut self) -> StepReport {
         let t0 = Instant::now();
@@ -457,8 +466,15 @@ impl EngineCore {
             .is_ok();
         match stop {
             Some(reason) => self.finish(id, reason),
-            None if !sent => self.abort(id),
-            None => self.scheduler.append(id, token),
+            // A receiver gone mid-step is aborted at the next step's start,
+            // after pending commands: a caller's deliberate stop, sent
+            // before its receiver dropped, then is not counted as an abort.
+            None => {
+                if !sent {
+                    tracing::trace!(seq = id, "receiver gone");
+                }
+                self.scheduler.append(id, token);
+            }
         }
     }
 

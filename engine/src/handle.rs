@@ -25,6 +25,7 @@ enum Command {
         arrived: Instant,
     },
     Abort(SeqId),
+    Stop(SeqId),
 }
 
 /// A snapshot of the engine's state for metrics.
@@ -204,6 +205,18 @@ impl RequestStream {
         ev
     }
 
+    /// Ends the request now because the caller has what it needs (a forced
+    /// tool call closed): its blocks are freed as on an abort, but it is not
+    /// counted as aborted. Events already sent can still be read.
+    pub fn stop(&mut self) {
+        if !self.done {
+            self.done = true;
+            // Sent before the receiver drops, so the engine sees the stop
+            // before it could notice the closed channel and count an abort.
+            let _ = self.tx.send(Command::Stop(self.id));
+        }
+    }
+
     fn note(&mut self, ev: &Option<TokenEvent>) {
         if matches!(
             ev,
@@ -239,6 +252,7 @@ fn apply(core: &mut EngineCore, cmd: Command) {
             }
         }
         Command::Abort(id) => core.abort(id),
+        Command::Stop(id) => core.stop(id),
     }
 }
 

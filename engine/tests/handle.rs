@@ -97,6 +97,35 @@ fn dropping_a_stream_aborts_the_request_and_frees_its_blocks() {
 }
 
 #[test]
+fn dropping_counts_an_abort_and_stopping_does_not() {
+    let setup = Setup::default();
+    let h = handle(&setup);
+    let run = |stop: bool| {
+        let mut s = h.submit(GenerateRequest::new(prompt(2, 40), 1000)).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(s.blocking_next(), Some(TokenEvent::Token { .. })));
+        }
+        if stop {
+            s.stop();
+        }
+        drop(s);
+        assert!(
+            wait_for(&h, |s| s.running == 0
+                && s.kv_blocks_free == setup.num_blocks),
+            "blocks not freed: {:?}",
+            h.stats()
+        );
+        assert_eq!(h.in_flight(), 0);
+    };
+    run(false);
+    assert!(wait_for(&h, |s| s.aborted_requests == 1), "{:?}", h.stats());
+    run(true);
+    // Give a wrongly counted abort time to show up before checking.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.stats().aborted_requests, 1, "{:?}", h.stats());
+}
+
+#[test]
 fn bad_requests_are_refused_at_submit() {
     let h = handle(&Setup {
         max_model_len: 32,

@@ -357,4 +357,43 @@ async fn metrics_and_status_move_with_requests() {
         assert!(html.contains("/status.json"));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
+
+    // A forced tool call the server closes itself ends the generation early:
+    // a finished request (stop), not a client's abort.
+    let (before, _) = scrape().await;
+    let weather = json!({"toolSpec": {
+        "name": "get_weather",
+        "description": "Get the weather for a city.",
+        "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    }});
+    let mut forced = ask("What is the weather in Paris?", 200);
+    forced["toolConfig"] =
+        json!({"tools": [weather], "toolChoice": {"tool": {"name": "get_weather"}}});
+    let r = post(MODEL_ID, "converse", &forced).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["stopReason"], "tool_use", "{}", r.json());
+    // Once the engine runs nothing, an abort would have been counted.
+    let after = scrape_until("the tool call's finish", |s| {
+        s.get("vllm:num_requests_running", &model) == 0.0
+            && delta(
+                &before,
+                s,
+                "vllm:request_success_total",
+                &[("finished_reason", "stop")],
+            ) == 1.0
+    })
+    .await;
+    assert_eq!(
+        delta(&before, &after, "factory_requests_aborted_total", &model),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "vllm:request_success_total",
+            &[("finished_reason", "abort")]
+        ),
+        0.0
+    );
 }

@@ -275,14 +275,14 @@ async fn collect_tools(
                 text.push_str(&t);
                 blocks.add(output.push(&t));
                 if output.is_complete() {
-                    // Dropping the stream aborts the rest of the generation.
-                    drop(stream);
                     let usage = Usage {
                         prompt_tokens,
                         output_tokens,
                         cached_prompt_tokens: 0,
                         ..Usage::default()
                     };
+                    // Ends the rest of the generation; a finish, not an abort.
+                    stream.stop_early(&StopReason::EndTurn, &usage);
                     break (StopReason::EndTurn, usage);
                 }
             }

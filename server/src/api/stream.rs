@@ -140,8 +140,8 @@ async fn pump(
                 }
                 let mut events = encoder.text(&text, output_tokens);
                 if let Some(usage) = encoder.stop_now(output_tokens) {
-                    // Dropping the stream aborts the rest of the generation.
-                    drop(stream);
+                    // Ends the rest of the generation; a finish, not an abort.
+                    stream.stop_early(&StopReason::EndTurn, &usage);
                     events.extend(closing(
                         &mut encoder,
                         &StopReason::EndTurn,

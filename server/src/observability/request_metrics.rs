@@ -214,6 +214,19 @@ impl MeteredStream {
         ev
     }
 
+    /// Ends the request here on the server's own decision (a forced tool
+    /// call closed): counted as finished with `reason`, not as an abort;
+    /// dropping the stream then stops the generation.
+    pub fn stop_early(mut self, reason: &StopReason, usage: &Usage) {
+        if !self.ended {
+            self.ended = true;
+            let now = Instant::now();
+            let e2e = now.saturating_duration_since(self.submitted);
+            self.metrics.finished(now, e2e, reason, usage);
+        }
+        self.inner.stop();
+    }
+
     /// Counts `err`, sent to the client as an exception frame.
     pub fn count_stream_error(&self, err: &BedrockError) {
         self.metrics.count_error(self.operation, err.kind.code());
