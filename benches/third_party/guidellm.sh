@@ -78,28 +78,42 @@ echo "factory serve on $URL; guidellm $GUIDELLM_VERSION; load: c in {$CONCURRENC
 # Unmeasured warm-up so the first level does not pay for cold caches.
 "$BIN/factory-bench" --url "$URL" --no-auth --api openai --concurrency 2 --requests 4 \
     --input-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" --ignore-eos \
-    --temperature 1 --quiet --out "$OUT/warmup" >/dev/null 2>&1
+    --temperature 1 --seed 999999 --quiet --out "$OUT/warmup" >/dev/null 2>&1
 
+# The server's prefix-cache counters (prompt tokens looked up, tokens found).
+cache_counters() {
+    curl -sf "$URL/metrics" | awk '/^vllm:prefix_cache_queries_total/ {q += $2}
+        /^vllm:prefix_cache_hits_total/ {h += $2} END {print q + 0, h + 0}'
+}
 run_guidellm() {
     echo "== concurrency $1: guidellm"
+    cache_counters >"$OUT/guidellm-c$1.cache"
     "$VENV/bin/guidellm" run \
         --backend "kind=openai_http,target=$URL,model=$MODEL_ID,request_format=/v1/chat/completions" \
         --profile "kind=concurrent,streams=$1" \
         --constraint "kind=max_requests,count=$REQUESTS" \
         --data "kind=synthetic_text,prompt_tokens=$PROMPT_TOKENS,output_tokens=$OUTPUT_TOKENS" \
         --tokenizer "kind=hf_auto,model=$PWD/$TOKENIZER" \
+        --seed "kind=static,value=$1" \
         --output "kind=json,path=$OUT/guidellm-c$1.json" \
         --output "kind=console" \
         --disable-console-interactive >"$OUT/guidellm-c$1.log" 2>&1 \
         || { tail -40 "$OUT/guidellm-c$1.log" >&2; exit 1; }
+    cache_counters >>"$OUT/guidellm-c$1.cache"
 }
 run_factory_bench() {
     echo "== concurrency $1: factory-bench"
+    cache_counters >"$OUT/factory-bench-c$1.cache"
     "$BIN/factory-bench" --url "$URL" --no-auth --api openai --concurrency "$1" --requests "$REQUESTS" \
         --input-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" --ignore-eos \
-        --temperature 1 --quiet --out "$OUT/factory-bench-c$1" >"$OUT/factory-bench-c$1.log" 2>&1 \
+        --temperature 1 --seed "$1" --quiet --out "$OUT/factory-bench-c$1" >"$OUT/factory-bench-c$1.log" 2>&1 \
         || { tail -40 "$OUT/factory-bench-c$1.log" >&2; exit 1; }
+    cache_counters >>"$OUT/factory-bench-c$1.cache"
 }
+# Both tools replay the same prompts for the same seed, and the server's prefix
+# cache would then serve 144 of each prompt's 158 tokens from the second level
+# on: a seed per level keeps every prompt new (only the chat template's first
+# 16-token block is shared).
 # Back to back per level, the order alternating (guidellm first at the first
 # level), so neither tool always runs right after the other's load.
 FIRST=${FIRST:-guidellm}

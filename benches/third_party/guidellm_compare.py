@@ -51,6 +51,15 @@ def factory_bench_row(path: Path) -> dict:
     }
 
 
+def cache_hit_share(path: Path) -> float | None:
+    """Share of prompt tokens the server's prefix cache served during one run."""
+    try:
+        (q0, h0), (q1, h1) = (map(float, line.split()) for line in path.read_text().splitlines())
+    except (OSError, ValueError):
+        return None
+    return (h1 - h0) / (q1 - q0) if q1 > q0 else None
+
+
 COLUMNS = [
     ("ok/failed", lambda r: f"{r['ok']}/{r['failed']}"),
     ("req/s", lambda r: f"{r['req_s']:.2f}"),
@@ -62,6 +71,7 @@ COLUMNS = [
     ("TPOT p50 ms", lambda r: f"{r['tpot_p50']:.1f}"),
     ("ITL gap p50 ms", lambda r: "-" if r["itl_p50"] is None else f"{r['itl_p50']:.1f}"),
     ("E2E p50 ms", lambda r: f"{r['e2e_p50']:.0f}"),
+    ("prefix-cache hits", lambda r: "-" if r["cached"] is None else f"{100 * r['cached']:.0f}%"),
 ]
 
 
@@ -75,6 +85,7 @@ def main() -> None:
             ("factory-bench", factory_bench_row(out / f"factory-bench-c{c}" / "bench.json")),
         ]
         for tool, r in rows:
+            r["cached"] = cache_hit_share(out / f"{tool}-c{c}.cache")
             print(f"| {c} | {tool} | " + " | ".join(f(r) for _, f in COLUMNS) + " |")
 
 
