@@ -34,7 +34,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME="$P
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-if ! "$VENV/bin/guidellm" --version 2>/dev/null | grep -q "$GUIDELLM_VERSION"; then
+if ! { "$VENV/bin/guidellm" --version 2>/dev/null | grep -q "$GUIDELLM_VERSION" \
+    && "$VENV/bin/python" -c "import gguf" 2>/dev/null; }; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet "guidellm==$GUIDELLM_VERSION" "gguf==$GGUF_VERSION"
 fi
