@@ -649,3 +649,54 @@ async fn v1_takes_bearer_keys_only() {
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// guidellm's request shapes (vLLM's extensions included): `ignore_eos`
+/// makes the model generate to the limit past its end-of-turn, so a load
+/// generator gets the output length it asked for.
+#[tokio::test]
+async fn ignore_eos_generates_to_the_limit_as_guidellm_asks() {
+    let natural = post_v1(
+        "/v1/chat/completions",
+        &chat("Say hi.", json!({"max_completion_tokens": 48})),
+    )
+    .await
+    .json();
+    assert_eq!(natural["choices"][0]["finish_reason"], "stop", "{natural}");
+    let short = natural["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("usage");
+    assert!(short < 48, "{natural}");
+
+    // The streamed bodies guidellm 0.8 sends, member for member: `stop: null`,
+    // `ignore_eos`, vLLM's `continuous_usage_stats`.
+    let guidellm = json!({
+        "stop": null, "ignore_eos": true, "stream": true,
+        "stream_options": {"include_usage": true, "continuous_usage_stats": true},
+    });
+    let cases = [
+        (
+            "/v1/chat/completions",
+            chat("Say hi.", json!({"max_completion_tokens": 48})),
+            48,
+        ),
+        (
+            "/v1/completions",
+            completion(json!("Say hi."), json!({"max_tokens": 32})),
+            32,
+        ),
+    ];
+    for (path, mut body, limit) in cases {
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, guidellm.clone()) {
+            b.extend(e);
+        }
+        let chunks = chunks(&post_v1(path, &body).await);
+        let usage = chunks.last().expect("usage chunk")["usage"].clone();
+        assert_eq!(usage["completion_tokens"], limit, "{path}: {usage}");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?.get("finish_reason"))
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("length")], "{path}");
+    }
+}

@@ -134,6 +134,9 @@ pub struct GenParams {
     pub stream: bool,
     /// With `stream`: a last chunk carrying `usage`.
     pub include_usage: bool,
+    /// vLLM's `ignore_eos`: generate past end-of-turn up to the limit (load
+    /// generators such as guidellm send it to get fixed output lengths).
+    pub ignore_eos: bool,
 }
 
 impl GenParams {
@@ -178,6 +181,7 @@ impl GenParams {
         // Any 64-bit integer is a seed; negative ones keep their bits.
         let seed = f.int("seed")?.map(|s| s as u64);
         let stream = f.bool("stream")?.unwrap_or(false);
+        let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
         let mut include_usage = false;
         if let Some(options) = f.object("stream_options")? {
             if !stream {
@@ -211,6 +215,7 @@ impl GenParams {
             stop: stop_sequences(f)?,
             stream,
             include_usage,
+            ignore_eos,
         })
     }
 
@@ -225,6 +230,7 @@ impl GenParams {
         let mut req = GenerateRequest::new(prompt, self.max_tokens.unwrap_or(default_max_tokens));
         req.sampling = self.sampling.clone();
         req.stop_strings = self.stop.clone();
+        req.ignore_eos = self.ignore_eos;
         req.logprobs = logprobs;
         req
     }
@@ -294,7 +300,17 @@ mod tests {
         assert_eq!(p.sampling.temperature, 1.0);
         assert_eq!(p.sampling.top_p, 1.0);
         assert_eq!(p.max_tokens, None);
-        assert!(!p.stream && !p.include_usage && p.stop.is_empty());
+        assert!(!p.stream && !p.include_usage && !p.ignore_eos && p.stop.is_empty());
+    }
+
+    #[test]
+    fn ignore_eos_reaches_the_engine_request() {
+        let p = parse(json!({"model": "m", "ignore_eos": true, "max_tokens": 7})).expect("ok");
+        let req = p.request(vec![1, 2], 100, None);
+        assert!(req.ignore_eos);
+        assert_eq!(req.max_tokens, 7);
+        let p = parse(json!({"model": "m", "ignore_eos": null})).expect("ok");
+        assert!(!p.request(vec![1], 100, None).ignore_eos);
     }
 
     #[test]
@@ -344,6 +360,7 @@ mod tests {
             ),
             (json!({"model": "m", "n": 2}), "n"),
             (json!({"model": "m", "stream": "yes"}), "stream"),
+            (json!({"model": "m", "ignore_eos": 1}), "ignore_eos"),
             (
                 json!({"model": "m", "stream_options": {"include_usage": true}}),
                 "stream_options",
