@@ -349,6 +349,11 @@ impl Service {
                     }
                 },
             };
+            // Streamed tokens are small writes: Nagle's algorithm, meeting a
+            // client's delayed ACKs, would hold each back by up to ~40 ms.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on the connection from {peer}: {e}");
+            }
             let service = self.clone();
             tokio::spawn(async move {
                 let conn = auto::Builder::new(TokioExecutor::new());
