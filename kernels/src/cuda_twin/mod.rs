@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod util;
 
 pub use half::bf16;
 
