@@ -14,10 +14,9 @@ fn util_kernels_match_their_twins() {
         return;
     };
     let nvrtc = Nvrtc::load_from(nvrtc_path().as_deref()).expect("NVRTC");
-    let cache = ModuleCache::new(std::env::temp_dir().join(format!(
-        "factory-cuda-test-util-{}",
-        std::process::id()
-    )));
+    let cache = ModuleCache::new(
+        std::env::temp_dir().join(format!("factory-cuda-test-util-{}", std::process::id())),
+    );
     let u = UtilKernels::load(&dev, &nvrtc, &cache).expect("util.cu");
     let s = &dev.stream;
 

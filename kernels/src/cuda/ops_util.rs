@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
@@ -42,8 +44,13 @@ pub struct UtilKernels {
 
 impl UtilKernels {
     /// Compiles (or reads from `cache`) util.cu for `device` and loads it.
-    pub fn load(device: &CudaDevice, nvrtc: &Nvrtc, cache: &ModuleCache) -> Result<Self, CudaError> {
-        let cubin = cache.get_or_compile(nvrtc, &src::UTIL, device.arch, &CompileOptions::default())?;
+    pub fn load(
+        device: &CudaDevice,
+        nvrtc: &Nvrtc,
+        cache: &ModuleCache,
+    ) -> Result<Self, CudaError> {
+        let cubin =
+            cache.get_or_compile(nvrtc, &src::UTIL, device.arch, &CompileOptions::default())?;
         let m = device.ctx.load_module(Ptx::from_binary(cubin))?;
         Ok(Self {
             stream: device.stream.clone(),
@@ -78,7 +85,11 @@ impl UtilKernels {
         let (bp, _g2) = b.device_ptr(s);
         let (n_i, st_i) = (i32_of(n, "bias")?, i32_of(stride, "stride")?);
         let cfg = LaunchConfig {
-            grid_dim: (u32_of(n.div_ceil(THREADS as usize), "bias")?, u32_of(rows, "rows")?, 1),
+            grid_dim: (
+                u32_of(n.div_ceil(THREADS as usize), "bias")?,
+                u32_of(rows, "rows")?,
+                1,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -102,7 +113,10 @@ impl UtilKernels {
             return Ok(());
         }
         if dst.len() < n * width {
-            return Err(launch_err(format!("gather out {} < {n} x {width}", dst.len())));
+            return Err(launch_err(format!(
+                "gather out {} < {n} x {width}",
+                dst.len()
+            )));
         }
         let s = &self.stream;
         let (sp, _g1) = src.device_ptr(s);
@@ -146,14 +160,23 @@ impl UtilKernels {
 
     fn fill_config(n: usize) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (n.div_ceil(THREADS as usize).clamp(1, MAX_FILL_BLOCKS) as u32, 1, 1),
+            grid_dim: (
+                n.div_ceil(THREADS as usize).clamp(1, MAX_FILL_BLOCKS) as u32,
+                1,
+                1,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         }
     }
 
     /// Every element uniform in `[-scale, scale)` from `(seed, index)`.
-    pub fn fill_uniform(&self, out: &mut impl DevicePtrMut<bf16>, seed: u64, scale: f32) -> Result<(), CudaError> {
+    pub fn fill_uniform(
+        &self,
+        out: &mut impl DevicePtrMut<bf16>,
+        seed: u64,
+        scale: f32,
+    ) -> Result<(), CudaError> {
         let n = out.len();
         if n == 0 {
             return Ok(());
