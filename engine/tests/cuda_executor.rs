@@ -246,8 +246,15 @@ fn options() -> CudaExecutorOptions {
     }
 }
 
-/// ‖a − b‖ / ‖b‖ and whether the top tokens agree (when b's top-2 margin is clear).
-fn compare(a: &[f32], b: &[f32], what: &str) {
+/// Relative L2 error allowed for the synthetic models: bf16 activations
+/// (8 significant bits) through 3 layers. A first guess, to calibrate on the
+/// first GPU run (kernels/cuda/NOTES.md).
+const SYNTHETIC_TOL: f32 = 0.03;
+/// The default model: 30 layers, and its Q4_1 weights rounded once more to bf16.
+const DEFAULT_MODEL_TOL: f32 = 0.08;
+
+/// ‖a − b‖ / ‖b‖ within `tol`, and the same top token when b's top-2 margin is clear.
+fn compare(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     assert!(
         a.iter().all(|v| v.is_finite()),
@@ -256,8 +263,8 @@ fn compare(a: &[f32], b: &[f32], what: &str) {
     let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     let den: f32 = b.iter().map(|y| y * y).sum();
     let rel = (num / den.max(1e-30)).sqrt();
-    // bf16 activations (8 significant bits) through a few layers.
-    assert!(rel < 0.03, "{what}: relative L2 error {rel}");
+    eprintln!("{what}: relative L2 error {rel}");
+    assert!(rel < tol, "{what}: relative L2 error {rel} (allowed {tol})");
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
@@ -274,11 +281,11 @@ fn compare(a: &[f32], b: &[f32], what: &str) {
     }
 }
 
-fn rows_match(gpu: &StepOutput, cpu: &StepOutput, n: usize, what: &str) {
+fn rows_match(gpu: &StepOutput, cpu: &StepOutput, n: usize, tol: f32, what: &str) {
     assert_eq!(gpu.rows, cpu.rows, "{what}: rows");
     for i in 0..n {
         match (gpu.logits(i), cpu.logits(i)) {
-            (Some(g), Some(c)) => compare(g, c, &format!("{what} seq {i}")),
+            (Some(g), Some(c)) => compare(g, c, tol, &format!("{what} seq {i}")),
             (None, None) => {}
             _ => panic!("{what} seq {i}: one backend returned logits, the other not"),
         }
@@ -289,6 +296,7 @@ fn step(
     gpu: &mut CudaExecutor,
     cpu: &mut CpuExecutor,
     batch: &Batch<'_>,
+    tol: f32,
     what: &str,
 ) -> (StepOutput, StepOutput) {
     let g = gpu
@@ -297,7 +305,7 @@ fn step(
     let c = cpu
         .execute(batch)
         .unwrap_or_else(|e| panic!("{what}: CPU: {e}"));
-    rows_match(&g, &c, batch.seqs.len(), what);
+    rows_match(&g, &c, batch.seqs.len(), tol, what);
     (g, c)
 }
 
@@ -329,6 +337,7 @@ fn prefill_and_decode_logits_match_the_cpu_forward() {
                 &mut gpu,
                 &mut cpu,
                 &batch,
+                SYNTHETIC_TOL,
                 &format!("{shape:?} prefill {start}..{end}"),
             );
         }
@@ -347,6 +356,7 @@ fn prefill_and_decode_logits_match_the_cpu_forward() {
                 &mut gpu,
                 &mut cpu,
                 &batch,
+                SYNTHETIC_TOL,
                 &format!("{shape:?} decode {pos}"),
             );
             next = (next * 31 + 7) % 1000;
@@ -384,7 +394,7 @@ fn mixed_prefill_and_decode_batches_match_the_cpu_forward() {
             },
         ],
     };
-    step(&mut gpu, &mut cpu, &warm, "warm-up");
+    step(&mut gpu, &mut cpu, &warm, SYNTHETIC_TOL, "warm-up");
     let mixed = Batch {
         seqs: vec![
             // A decodes.
@@ -417,7 +427,7 @@ fn mixed_prefill_and_decode_batches_match_the_cpu_forward() {
             },
         ],
     };
-    step(&mut gpu, &mut cpu, &mixed, "mixed step");
+    step(&mut gpu, &mut cpu, &mixed, SYNTHETIC_TOL, "mixed step");
     let decodes = Batch {
         seqs: vec![
             BatchSeq {
@@ -440,7 +450,13 @@ fn mixed_prefill_and_decode_batches_match_the_cpu_forward() {
             },
         ],
     };
-    step(&mut gpu, &mut cpu, &decodes, "all-decode step");
+    step(
+        &mut gpu,
+        &mut cpu,
+        &decodes,
+        SYNTHETIC_TOL,
+        "all-decode step",
+    );
 }
 
 /// Bad batches are errors on the host; the executor keeps working after them.
@@ -507,7 +523,13 @@ fn default_model_logits_match_the_cpu_forward() {
             want_logits: true,
         }],
     };
-    step(&mut gpu, &mut cpu, &batch, "default model prefill");
+    step(
+        &mut gpu,
+        &mut cpu,
+        &batch,
+        DEFAULT_MODEL_TOL,
+        "default model prefill",
+    );
     for pos in 50..55 {
         let batch = Batch {
             seqs: vec![BatchSeq {
@@ -521,6 +543,7 @@ fn default_model_logits_match_the_cpu_forward() {
             &mut gpu,
             &mut cpu,
             &batch,
+            DEFAULT_MODEL_TOL,
             &format!("default model decode {pos}"),
         );
     }

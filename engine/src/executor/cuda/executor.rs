@@ -276,7 +276,7 @@ impl CudaExecutor {
             per_block,
             opts.block_size,
             max_model_len,
-            opts.max_batch_seqs,
+            s,
         )?;
         let kv_elems = config.num_layers * 2 * num_blocks * opts.block_size * kvd;
         let kv = stream.alloc_zeros::<bf16>(kv_elems).map_err(dev)?;
