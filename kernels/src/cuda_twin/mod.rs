@@ -15,6 +15,7 @@ pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod util;
 
 pub use half::bf16;
 

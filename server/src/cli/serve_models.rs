@@ -12,8 +12,11 @@ use factory_models::default_model;
 use factory_server::config::{EngineSection, FileConfig, ModelEntry};
 use factory_server::{Family, ModelLimits, ModelSlot, ServedModel};
 
-use super::engine_args::{start_engine_with_context, EngineArgs, KvBudget};
+use super::engine_args::{
+    parse_fraction, start_engine_with_context, start_random_engine, Backend, EngineArgs, KvBudget,
+};
 use super::load::load_bundle;
+use super::random_weights::load_random_model;
 use super::serve::ServeArgs;
 use super::{ModelArgs, QuantMode};
 
@@ -117,6 +120,15 @@ fn engine_args(flags: &EngineArgs, own: &EngineSection) -> anyhow::Result<Engine
     if let Some(on) = own.prefix_caching {
         a.no_prefix_caching = !on;
     }
+    if let Some(b) = &own.backend {
+        a.backend = Backend::from_str(b, true)
+            .map_err(|_| anyhow::anyhow!("engine.backend must be cpu or cuda, not {b:?}"))?;
+    }
+    if let Some(f) = own.gpu_memory_utilization {
+        a.gpu_memory_utilization = parse_fraction(&f.to_string())
+            .map_err(|e| anyhow::anyhow!("engine.gpu_memory_utilization: {e}"))?;
+    }
+    a.device = own.device.unwrap_or(a.device);
     Ok(a)
 }
 
@@ -134,6 +146,25 @@ pub fn default_id(path: &str) -> String {
 impl ModelPlan {
     /// Loads the weights and starts the engine.
     fn load(&self) -> anyhow::Result<ServedModel> {
+        if self.engine.random_weights {
+            let r = load_random_model(&self.path)?;
+            let engine = start_random_engine(
+                r.config,
+                &r.tokenizer,
+                r.eos_token_ids,
+                &self.engine,
+                self.context_length,
+            )?;
+            let mut model = ServedModel::new(
+                self.slot.id(),
+                engine,
+                Arc::new(r.tokenizer),
+                r.chat_template.map(Arc::new),
+            );
+            model.default_family = self.family;
+            model.limits = self.limits.clone();
+            return Ok(model);
+        }
         let mut bundle = load_bundle(&ModelArgs {
             model: self.path.clone(),
             quant_mode: self.quant_mode,
@@ -184,4 +215,41 @@ pub fn spawn_loader(
         })
         .context("starting the model loading thread")?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_engine_section_picks_its_backend() {
+        let flags = <EngineArgs as clap::FromArgMatches>::from_arg_matches(
+            &<EngineArgs as clap::Args>::augment_args(clap::Command::new("t"))
+                .get_matches_from(["t"]),
+        )
+        .expect("defaults");
+        let own = EngineSection {
+            backend: Some("CUDA".into()),
+            gpu_memory_utilization: Some(0.5),
+            device: Some(2),
+            ..EngineSection::default()
+        };
+        let a = engine_args(&flags, &own).expect("valid");
+        assert_eq!(
+            (a.backend, a.gpu_memory_utilization, a.device),
+            (Backend::Cuda, 0.5, 2)
+        );
+        for bad in [
+            EngineSection {
+                backend: Some("tpu".into()),
+                ..EngineSection::default()
+            },
+            EngineSection {
+                gpu_memory_utilization: Some(1.5),
+                ..EngineSection::default()
+            },
+        ] {
+            assert!(engine_args(&flags, &bad).is_err(), "{bad:?}");
+        }
+    }
 }
