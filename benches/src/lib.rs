@@ -3,6 +3,8 @@
 //! the load generator for a running server.
 
 pub mod loadgen;
+/// Decode roofline arithmetic for the GPU benchmarks.
+pub mod roofline;
 
 use std::time::Instant;
 
