@@ -31,6 +31,7 @@ pub const KV_CACHE: KernelSource = source!("kv_cache.cu");
 pub const ATTENTION_DECODE: KernelSource = source!("attention_decode.cu");
 pub const ATTENTION_PREFILL: KernelSource = source!("attention_prefill.cu");
 pub const SAMPLING: KernelSource = source!("sampling.cu");
+pub const UTIL: KernelSource = source!("util.cu");
 
 /// Every kernel source; each must compile for every architecture in [`TARGETS`].
 pub const ALL: &[KernelSource] = &[
@@ -42,6 +43,7 @@ pub const ALL: &[KernelSource] = &[
     ATTENTION_DECODE,
     ATTENTION_PREFILL,
     SAMPLING,
+    UTIL,
 ];
 
 /// A GPU architecture NVRTC compiles for (a compute capability, optionally with

@@ -6,7 +6,7 @@
 
 mod cuda_common;
 
-use cuda_common::gpu_or_skip;
+use cuda_common::{gemm_or_skip, gpu_or_skip};
 use factory_kernels::cuda::ops::{DecodeAttention, DecodeScratch, PrefillAttention, RopeShape};
 use factory_kernels::cuda::{CudaKernels, CudaSlice, CudaStream, DevicePtrDyn, DeviceRepr};
 use factory_kernels::cuda_twin::attention::{BlockTables, Heads, PagedKv, PrefillSeqs};
@@ -622,4 +622,85 @@ fn sampling_and_penalties_match_the_twin_bit_for_bit() {
         k.sample(&dl, vocab, &dp, &mut tokens).unwrap();
         assert_eq!(down(&s, &tokens), want, "vocab {vocab}");
     }
+}
+
+#[test]
+fn linear_matches_the_twin_on_decode_and_prefill_shapes() {
+    let Some((dev, g)) = gemm_or_skip("linear_matches_the_twin_on_decode_and_prefill_shapes")
+    else {
+        return;
+    };
+    let s = dev.stream.clone();
+    let mut r = rng("linear");
+    // n and k multiples of 8 (16-byte rows: the tensor-core path) and not.
+    for (n, k) in [(256usize, 512usize), (200, 136), (77, 100), (8, 4096)] {
+        let w = to_bf16(&randn(&mut r, n * k, 1.0 / (k as f32).sqrt()));
+        let wd = up(&s, &w);
+        for m in [1usize, 7, 64, 300] {
+            let x = to_bf16(&randn(&mut r, m * k, 2.0));
+            let xd = up(&s, &x);
+            let mut want = vec![f32::NAN; m * n];
+            twin::linear::linear_f32(&x, &w, m, n, k, &mut want);
+            let mut want16 = vec![bf16::NAN; m * n];
+            twin::linear::linear_bf16(&x, &w, m, n, k, &mut want16);
+
+            let mut y = up(&s, &vec![bf16::NAN; m * n]);
+            g.linear_bf16(&xd, &wd, &mut y, m, n, k).unwrap();
+            let e = rel_err(&to_f32(&down(&s, &y)), &to_f32(&want16));
+            assert!(e < 4e-3, "linear_bf16 {m}x{n}x{k}: {e}");
+
+            let mut y32 = up(&s, &vec![f32::NAN; m * n]);
+            g.linear_bf16_f32(&xd, &wd, &mut y32, m, n, k).unwrap();
+            let e = rel_err(&down(&s, &y32), &want);
+            assert!(e < 1e-4, "linear_bf16_f32 {m}x{n}x{k}: {e}");
+        }
+    }
+    // Views at odd element offsets (2-byte alignment) get a plan of their own.
+    let (m, n, k) = (5usize, 24usize, 40usize);
+    let x = to_bf16(&randn(&mut r, m * k + 1, 1.0));
+    let w = to_bf16(&randn(&mut r, n * k + 3, 1.0));
+    let mut want = vec![f32::NAN; m * n];
+    twin::linear::linear_f32(&x[1..], &w[3..], m, n, k, &mut want);
+    let (xd, wd) = (up(&s, &x), up(&s, &w));
+    let mut y = up(&s, &vec![f32::NAN; m * n + 1]);
+    let plans = g.cached_plans();
+    g.linear_bf16_f32(
+        &xd.slice(1..),
+        &wd.slice(3..),
+        &mut y.slice_mut(1..),
+        m,
+        n,
+        k,
+    )
+    .unwrap();
+    let got = down(&s, &y);
+    assert!(got[0].is_nan(), "wrote before the output view");
+    let e = rel_err(&got[1..], &want);
+    assert!(e < 1e-4, "unaligned views: {e}");
+    assert_eq!(g.cached_plans(), plans + 1);
+    // The same call again reuses the plan.
+    g.linear_bf16_f32(
+        &xd.slice(1..),
+        &wd.slice(3..),
+        &mut y.slice_mut(1..),
+        m,
+        n,
+        k,
+    )
+    .unwrap();
+    assert_eq!(g.cached_plans(), plans + 1);
+}
+
+#[test]
+fn linear_rejects_buffers_shorter_than_the_shape() {
+    let Some((dev, g)) = gemm_or_skip("linear_rejects_buffers_shorter_than_the_shape") else {
+        return;
+    };
+    let s = dev.stream.clone();
+    let (xd, wd) = (up(&s, &[bf16::ONE; 4 * 16]), up(&s, &[bf16::ONE; 8 * 16]));
+    let mut y = up(&s, &[bf16::ZERO; 4 * 8 - 1]);
+    let err = g.linear_bf16(&xd, &wd, &mut y, 4, 8, 16).unwrap_err();
+    assert!(err.to_string().contains("linear y"), "{err}");
+    let err = g.linear_bf16(&xd, &wd, &mut y, 5, 7, 16).unwrap_err();
+    assert!(err.to_string().contains("linear x"), "{err}");
 }

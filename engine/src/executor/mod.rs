@@ -6,8 +6,12 @@
 //! logits row per sequence that asked.
 
 pub mod cpu;
+pub mod cuda;
 
 pub use cpu::CpuExecutor;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaExecutor;
+pub use cuda::{CudaExecutorOptions, CudaStartup};
 
 /// What a backend can run; the scheduler plans within it.
 #[derive(Debug, Clone, PartialEq, Eq)]

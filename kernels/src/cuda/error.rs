@@ -18,6 +18,12 @@ pub enum CudaError {
          FACTORY_NVRTC_LIB to the library file"
     )]
     NvrtcLibraryNotFound,
+    #[error(
+        "cuBLASLt library not found (libcublasLt.so.*): install the CUDA toolkit or the \
+         `nvidia-cublas` wheel and put its lib folder on LD_LIBRARY_PATH, or set \
+         FACTORY_CUBLASLT_LIB to the library file"
+    )]
+    CublasLtLibraryNotFound,
     #[error("cannot load {path}: {reason}")]
     LoadLibrary { path: PathBuf, reason: String },
     #[error("no CUDA device with ordinal {ordinal} ({count} present)")]
@@ -41,4 +47,6 @@ pub enum CudaError {
     },
     #[error("bad kernel launch: {0}")]
     Launch(String),
+    #[error("cuBLASLt: {0}")]
+    Gemm(String),
 }

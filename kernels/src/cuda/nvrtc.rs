@@ -220,8 +220,9 @@ impl Drop for Program {
     }
 }
 
-fn preload(path: &Path) -> Result<(), CudaError> {
-    // SAFETY: loading a shared library runs its initialisers; libnvrtc's are benign.
+pub(super) fn preload(path: &Path) -> Result<(), CudaError> {
+    // SAFETY: loading a shared library runs its initialisers; NVIDIA's (libnvrtc,
+    // libcublasLt) are benign.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| CudaError::LoadLibrary {
         path: path.to_owned(),
         reason: e.to_string(),

@@ -1,4 +1,5 @@
-//! CPU twins of the CUDA kernels in kernels/cuda/*.cu.
+//! CPU twins of the CUDA kernels in kernels/cuda/*.cu (and of the cuBLASLt
+//! products in `cuda::gemm`).
 //!
 //! Each twin has its kernel's contract (shapes, strides, layouts, bf16 in and
 //! out with f32 arithmetic, rounding at the same points), written plainly. The
@@ -10,9 +11,11 @@ pub mod activation;
 pub mod attention;
 pub mod embedding;
 pub mod kv_cache;
+pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod sampling;
+pub mod util;
 
 pub use half::bf16;
 

@@ -4,11 +4,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use factory_kernels::cuda::{CudaDevice, CudaKernels, ModuleCache, Nvrtc, NVRTC_LIB_ENV};
+use factory_kernels::cuda::gemm::cublaslt_present_from;
+use factory_kernels::cuda::{
+    CudaDevice, CudaKernels, Gemm, ModuleCache, Nvrtc, CUBLASLT_LIB_ENV, NVRTC_LIB_ENV,
+};
 
 /// `libnvrtc.so.N` under `dir`, searched a few levels deep (the wheel puts it in
 /// nvidia/cuNN/lib/).
 fn find_nvrtc(dir: &Path, depth: usize) -> Option<PathBuf> {
+    find_lib(dir, "libnvrtc.so.", depth)
+}
+
+/// The first `PREFIX*` file under `dir`, searched `depth` levels deep.
+fn find_lib(dir: &Path, prefix: &str, depth: usize) -> Option<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -16,7 +24,7 @@ fn find_nvrtc(dir: &Path, depth: usize) -> Option<PathBuf> {
     entries.sort();
     for p in &entries {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if p.is_file() && name.starts_with("libnvrtc.so.") {
+        if p.is_file() && name.starts_with(prefix) {
             return Some(p.clone());
         }
     }
@@ -26,7 +34,7 @@ fn find_nvrtc(dir: &Path, depth: usize) -> Option<PathBuf> {
     entries
         .iter()
         .filter(|p| p.is_dir())
-        .find_map(|p| find_nvrtc(p, depth - 1))
+        .find_map(|p| find_lib(p, prefix, depth - 1))
 }
 
 pub fn nvrtc_path() -> Option<PathBuf> {
@@ -96,4 +104,32 @@ pub fn gpu_or_skip(test: &str) -> Option<(CudaDevice, CudaKernels)> {
 /// skip is visible in a normal `cargo test` run.
 pub fn loud(msg: &str) {
     let _ = writeln!(std::io::stderr(), "\n********** {msg} **********");
+}
+
+/// A cuBLASLt product runner on the first GPU, or None after a loud skip
+/// message. libcublasLt comes from `FACTORY_CUBLASLT_LIB`, target/cuda-wheels
+/// (the `nvidia-cublas` wheel) or the system; a GPU without it is a failure.
+pub fn gemm_or_skip(test: &str) -> Option<(CudaDevice, Gemm)> {
+    let device = match CudaDevice::open(0) {
+        Ok(d) => d,
+        Err(e) => {
+            loud(&format!("SKIPPED {test}: no CUDA device ({e})"));
+            return None;
+        }
+    };
+    let path = std::env::var_os(CUBLASLT_LIB_ENV)
+        .map(PathBuf::from)
+        .or_else(|| {
+            let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cuda-wheels");
+            find_lib(&wheels, "libcublasLt.so.", 4)
+        });
+    cublaslt_present_from(path.as_deref())
+        .unwrap_or_else(|e| panic!("{test}: a GPU is present but cuBLASLt did not load ({e})"));
+    let gemm =
+        Gemm::new(device.stream.clone()).unwrap_or_else(|e| panic!("{test}: cuBLASLt handle: {e}"));
+    eprintln!(
+        "GPU: {} (sm_{}{}), cuBLASLt loaded",
+        device.name, device.capability.0, device.capability.1
+    );
+    Some((device, gemm))
 }

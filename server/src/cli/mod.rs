@@ -6,6 +6,7 @@ mod generate;
 mod load;
 mod perplexity;
 mod prompt;
+mod random_weights;
 mod serve;
 mod serve_models;
 

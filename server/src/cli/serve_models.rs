@@ -12,8 +12,9 @@ use factory_models::default_model;
 use factory_server::config::{EngineSection, FileConfig, ModelEntry};
 use factory_server::{Family, ModelLimits, ModelSlot, ServedModel};
 
-use super::engine_args::{start_engine_with_context, EngineArgs, KvBudget};
+use super::engine_args::{start_engine_with_context, start_random_engine, EngineArgs, KvBudget};
 use super::load::load_bundle;
+use super::random_weights::load_random_model;
 use super::serve::ServeArgs;
 use super::{ModelArgs, QuantMode};
 
@@ -134,6 +135,25 @@ pub fn default_id(path: &str) -> String {
 impl ModelPlan {
     /// Loads the weights and starts the engine.
     fn load(&self) -> anyhow::Result<ServedModel> {
+        if self.engine.random_weights {
+            let r = load_random_model(&self.path)?;
+            let engine = start_random_engine(
+                r.config,
+                &r.tokenizer,
+                r.eos_token_ids,
+                &self.engine,
+                self.context_length,
+            )?;
+            let mut model = ServedModel::new(
+                self.slot.id(),
+                engine,
+                Arc::new(r.tokenizer),
+                r.chat_template.map(Arc::new),
+            );
+            model.default_family = self.family;
+            model.limits = self.limits.clone();
+            return Ok(model);
+        }
         let mut bundle = load_bundle(&ModelArgs {
             model: self.path.clone(),
             quant_mode: self.quant_mode,
