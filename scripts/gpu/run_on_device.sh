@@ -146,10 +146,18 @@ tests)
         awk '{k = ($1 ~ /executor/) ? 2 : ($1 ~ /^engine/) ? 1 : 0; print k, $0}' | sort -s -k1,1n | cut -d' ' -f2-)
     for t in "${TESTS[@]}"; do
         read -r name filter <<<"$t"
+        if [[ $name == *compile* ]]; then
+            # NVRTC only, no GPU: CI runs it; not worth device time.
+            row "| $name | not run (needs no GPU; CI runs it) | - | |"
+            continue
+        fi
         budget=150
         [[ $name == *executor* ]] && budget=240
         run_step "$name" "$budget" "$B/tests/$name" ${filter:+"$filter"} --nocapture --test-threads=1
     done
+    # End to end: `factory serve --backend cuda --random-weights` (Llama-3.2-1B
+    # shape, the fixture tokenizer beside it) answers a Converse request.
+    run_step factory-serve-smoke 150 bash scripts/gpu/serve_smoke.sh "$B/bin/factory"
     ;;
 bench)
     row "| step | result | time | note |"
