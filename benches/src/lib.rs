@@ -2,6 +2,8 @@
 //! binaries in `src/bin/`. [`loadgen`] is the library behind `factory-bench`,
 //! the load generator for a running server.
 
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod loadgen;
 /// Decode roofline arithmetic for the GPU benchmarks.
 pub mod roofline;
