@@ -38,6 +38,7 @@ SUMMARY=$OUT/$PHASE-summary.md
 BUDGET=${PHASE_BUDGET_S:-560}
 START=$(date +%s)
 exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
 
 FAILED=0
 : >"$SUMMARY"
@@ -223,4 +224,7 @@ cat "$SUMMARY"
 echo
 echo "phase $PHASE: $([ $FAILED = 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED'); $(($(date +%s) - START)) s; files in \$OUT:"
 ls -la "$OUT"
+# Let tee write the last lines of the log before the tool collects $OUT.
+exec 1>&- 2>&-
+wait "$TEE_PID" 2>/dev/null || sleep 1
 exit $FAILED
