@@ -51,10 +51,7 @@ fn layer_norm_params(c: &ModelConfig) -> u64 {
 pub fn param_count(c: &ModelConfig) -> u64 {
     let (h, v) = (c.hidden_size as u64, c.vocab_size as u64);
     let head = if c.tie_word_embeddings { 0 } else { v * h };
-    v * h
-        + head
-        + c.num_layers as u64 * (layer_matmul_params(c) + layer_norm_params(c))
-        + h
+    v * h + head + c.num_layers as u64 * (layer_matmul_params(c) + layer_norm_params(c)) + h
 }
 
 /// K/V bytes of one position over all layers (`elem_bytes` per element).
@@ -74,11 +71,7 @@ pub fn decode_step(c: &ModelConfig, batch: usize, context: usize, elem_bytes: u6
     let kv_bytes = b * (context as u64 + 1) * kv_bytes_per_token(c, elem_bytes);
     let matmul_flops = 2.0 * (layers * layer_matmul_params(c) + lm_head) as f64 * b as f64;
     // QKᵀ and PV: 2 FLOPs each per head, dim and attended position.
-    let attn_flops = 4.0
-        * layers as f64
-        * c.q_dim() as f64
-        * (context as f64 + 1.0)
-        * b as f64;
+    let attn_flops = 4.0 * layers as f64 * c.q_dim() as f64 * (context as f64 + 1.0) * b as f64;
     DecodeStep {
         weight_bytes,
         kv_bytes,

@@ -28,7 +28,13 @@ fn llama_3_1_8b_has_the_published_shape() {
     let c = load("llama-3.1-8b-config.json");
     assert_eq!(c.family, Family::Llama);
     assert_eq!(
-        (c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim),
+        (
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim
+        ),
         (4096, 32, 32, 8, 128)
     );
     assert_eq!((c.intermediate_size, c.vocab_size), (14336, 128256));
@@ -57,7 +63,10 @@ fn qwen3_8b_has_qk_norm() {
     let c = load("qwen3-8b-config.json");
     assert_eq!(c.family, Family::Qwen3);
     assert!(c.qk_norm);
-    assert_eq!((c.num_layers, c.intermediate_size, c.vocab_size), (36, 12288, 151936));
+    assert_eq!(
+        (c.num_layers, c.intermediate_size, c.vocab_size),
+        (36, 12288, 151936)
+    );
     assert_eq!(c.rope_scaling, None);
     assert_eq!(params(&c), 8_190_735_360);
 }

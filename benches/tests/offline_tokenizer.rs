@@ -76,8 +76,15 @@ fn ids_past_the_tokenizer_vocabulary_give_empty_text_and_full_outputs() {
             }
         }
         assert_eq!(ids.len(), out_len, "request {i}");
-        assert!(ids.iter().all(|&id| id >= tok_vocab), "request {i}: {ids:?}");
+        assert!(
+            ids.iter().all(|&id| id >= tok_vocab),
+            "request {i}: {ids:?}"
+        );
         assert_eq!(text, "", "request {i}: unknown ids decode to nothing");
-        assert_eq!(finished, Some((StopReason::MaxTokens, out_len)), "request {i}");
+        assert_eq!(
+            finished,
+            Some((StopReason::MaxTokens, out_len)),
+            "request {i}"
+        );
     }
 }

@@ -49,9 +49,7 @@ mod decode {
     use anyhow::{bail, Context, Result};
     use clap::Parser;
     use factory_benches::roofline::{self, percentile, Ceilings};
-    use factory_engine::executor::{
-        Batch, BatchSeq, CudaExecutor, CudaExecutorOptions, Executor,
-    };
+    use factory_engine::executor::{Batch, BatchSeq, CudaExecutor, CudaExecutorOptions, Executor};
     use factory_kernels::cuda::CudaDevice;
     use factory_models::ModelConfig;
     use rand::rngs::StdRng;
@@ -280,10 +278,14 @@ mod decode {
                     "ceilings from {}: copy {:.0} GB/s (read + write){}{}",
                     p.display(),
                     c.copy_bytes_per_s / 1e9,
-                    c.read_bytes_per_s
-                        .map_or(String::new(), |r| format!(", streaming read {:.0} GB/s", r / 1e9)),
-                    c.gemm_flops_per_s
-                        .map_or(String::new(), |f| format!(", bf16 GEMM {:.0} TFLOP/s", f / 1e12))
+                    c.read_bytes_per_s.map_or(String::new(), |r| format!(
+                        ", streaming read {:.0} GB/s",
+                        r / 1e9
+                    )),
+                    c.gemm_flops_per_s.map_or(String::new(), |f| format!(
+                        ", bf16 GEMM {:.0} TFLOP/s",
+                        f / 1e12
+                    ))
                 );
                 c
             }
@@ -347,11 +349,20 @@ mod decode {
             let per_seq = (ctx + a.warmup + a.steps + 1).div_ceil(bs);
             let fit = (caps.num_kv_blocks / per_seq).min(max_batch);
             if fit == 0 {
-                skipped.push(json!({"context": ctx, "why": "one sequence does not fit the KV cache"}));
-                println!("context {ctx}: one sequence needs {per_seq} blocks, the cache has {}: skipped", caps.num_kv_blocks);
+                skipped
+                    .push(json!({"context": ctx, "why": "one sequence does not fit the KV cache"}));
+                println!(
+                    "context {ctx}: one sequence needs {per_seq} blocks, the cache has {}: skipped",
+                    caps.num_kv_blocks
+                );
                 continue;
             }
-            let n = batches.iter().copied().filter(|&b| b <= fit).max().unwrap_or(0);
+            let n = batches
+                .iter()
+                .copied()
+                .filter(|&b| b <= fit)
+                .max()
+                .unwrap_or(0);
             if n == 0 {
                 continue;
             }
@@ -380,8 +391,10 @@ mod decode {
                         b * per_seq,
                         caps.num_kv_blocks
                     );
-                    skipped.push(json!({"context": ctx, "batch": b, "why": "KV cache too small",
-                        "blocks_needed": b * per_seq, "blocks": caps.num_kv_blocks}));
+                    skipped.push(
+                        json!({"context": ctx, "batch": b, "why": "KV cache too small",
+                        "blocks_needed": b * per_seq, "blocks": caps.num_kv_blocks}),
+                    );
                     continue;
                 }
                 let (times, finite) = decode_steps(

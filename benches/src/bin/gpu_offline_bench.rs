@@ -194,7 +194,11 @@ mod offline {
         let mut rng = StdRng::seed_from_u64(a.seed);
         let vocab = config.vocab_size as u32;
         let prompts: Vec<Vec<u32>> = (0..a.requests)
-            .map(|_| (0..a.prompt_len).map(|_| rng.random_range(0..vocab)).collect())
+            .map(|_| {
+                (0..a.prompt_len)
+                    .map(|_| rng.random_range(0..vocab))
+                    .collect()
+            })
             .collect();
         println!(
             "workload: {} requests x {} random prompt tokens -> {} output tokens (greedy, ignore_eos); engine: max {} seqs, {} tokens a step, prefix caching {}",
@@ -268,7 +272,8 @@ mod offline {
                             first[i].get_or_insert(now);
                         }
                         TokenEvent::Finished { reason, usage } => {
-                            if reason != StopReason::MaxTokens || usage.output_tokens != a.output_len
+                            if reason != StopReason::MaxTokens
+                                || usage.output_tokens != a.output_len
                             {
                                 bail!(
                                     "request {i} stopped with {reason:?} after {} of {} tokens",
@@ -339,7 +344,11 @@ mod offline {
         println!();
         println!(
             "target: >= {TARGET_TOK_S:.0} output tok/s on one H100: {} ({tok_s:.0} on {})",
-            if tok_s >= TARGET_TOK_S { "met" } else { "NOT met" },
+            if tok_s >= TARGET_TOK_S {
+                "met"
+            } else {
+                "NOT met"
+            },
             st.device_name
         );
 
