@@ -31,7 +31,7 @@
 //! path = "default"               # the same weights again, with other limits
 //! id = "smollm2-short"
 //! max_max_tokens = 256
-//! engine = { kv_cache_memory = "256MiB", max_num_seqs = 8 }
+//! engine = { kv_cache_memory = "256MiB", max_num_seqs = 8, backend = "cpu" }
 //!
 //! [auth]
 //! regions = ["us-east-1"]       # optional allow-list
@@ -161,6 +161,12 @@ pub struct EngineSection {
     pub max_num_batched_tokens: Option<usize>,
     /// Share the K/V of identical prompt prefixes.
     pub prefix_caching: Option<bool>,
+    /// `cpu` or `cuda` (`--backend`).
+    pub backend: Option<String>,
+    /// CUDA: KV cache share of free GPU memory, in (0, 1] (`--gpu-memory-utilization`).
+    pub gpu_memory_utilization: Option<f64>,
+    /// CUDA: device ordinal (`--device`).
+    pub device: Option<usize>,
 }
 
 /// `[auth]`.
@@ -314,6 +320,7 @@ mod tests {
         assert_eq!(c.models[0].native_format, Some(Family::Anthropic));
         assert_eq!(c.models[0].engine.max_num_seqs, Some(32));
         assert_eq!(c.models[1].max_max_tokens, Some(256));
+        assert_eq!(c.models[1].engine.backend.as_deref(), Some("cpu"));
         assert_eq!(
             c.service_config().request_timeout,
             std::time::Duration::from_secs(600)

@@ -25,7 +25,7 @@ const NO_CUDA: &str =
     "--backend cuda: this factory was built without CUDA support (rebuild with `--features cuda`)";
 
 /// `--gpu-memory-utilization`: a fraction in (0, 1].
-fn parse_fraction(s: &str) -> Result<f64, String> {
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()

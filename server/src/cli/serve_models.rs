@@ -12,7 +12,9 @@ use factory_models::default_model;
 use factory_server::config::{EngineSection, FileConfig, ModelEntry};
 use factory_server::{Family, ModelLimits, ModelSlot, ServedModel};
 
-use super::engine_args::{start_engine_with_context, start_random_engine, EngineArgs, KvBudget};
+use super::engine_args::{
+    parse_fraction, start_engine_with_context, start_random_engine, Backend, EngineArgs, KvBudget,
+};
 use super::load::load_bundle;
 use super::random_weights::load_random_model;
 use super::serve::ServeArgs;
@@ -118,6 +120,15 @@ fn engine_args(flags: &EngineArgs, own: &EngineSection) -> anyhow::Result<Engine
     if let Some(on) = own.prefix_caching {
         a.no_prefix_caching = !on;
     }
+    if let Some(b) = &own.backend {
+        a.backend = Backend::from_str(b, true)
+            .map_err(|_| anyhow::anyhow!("engine.backend must be cpu or cuda, not {b:?}"))?;
+    }
+    if let Some(f) = own.gpu_memory_utilization {
+        a.gpu_memory_utilization = parse_fraction(&f.to_string())
+            .map_err(|e| anyhow::anyhow!("engine.gpu_memory_utilization: {e}"))?;
+    }
+    a.device = own.device.unwrap_or(a.device);
     Ok(a)
 }
 
@@ -204,4 +215,41 @@ pub fn spawn_loader(
         })
         .context("starting the model loading thread")?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_engine_section_picks_its_backend() {
+        let flags = <EngineArgs as clap::FromArgMatches>::from_arg_matches(
+            &<EngineArgs as clap::Args>::augment_args(clap::Command::new("t"))
+                .get_matches_from(["t"]),
+        )
+        .expect("defaults");
+        let own = EngineSection {
+            backend: Some("CUDA".into()),
+            gpu_memory_utilization: Some(0.5),
+            device: Some(2),
+            ..EngineSection::default()
+        };
+        let a = engine_args(&flags, &own).expect("valid");
+        assert_eq!(
+            (a.backend, a.gpu_memory_utilization, a.device),
+            (Backend::Cuda, 0.5, 2)
+        );
+        for bad in [
+            EngineSection {
+                backend: Some("tpu".into()),
+                ..EngineSection::default()
+            },
+            EngineSection {
+                gpu_memory_utilization: Some(1.5),
+                ..EngineSection::default()
+            },
+        ] {
+            assert!(engine_args(&flags, &bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -356,7 +356,7 @@ impl CudaExecutor {
         let qkv_w = qd + 2 * kvd;
         let eps = cfg.rms_norm_eps;
         let (t, seqs, rows) = (p.tokens.len(), p.num_seqs(), p.logit_rows.len());
-        let width = self.limits.max_blocks_per_seq();
+        let width = p.table_width;
         let stream = self.device.stream.clone();
         let k = &self.kernels;
         let b = &mut self.bufs;
@@ -597,6 +597,7 @@ mod tests {
             positions: vec![0, 1, 4],
             slots: vec![10, 11, 20],
             block_tables: vec![2, 0, 5, 0],
+            table_width: 2,
             q_starts: vec![0, 2],
             q_lens: vec![2, 1],
             context_lens: vec![2, 5],

@@ -36,8 +36,10 @@ pub struct StepPlan {
     pub positions: Vec<i32>,
     /// Cache slot (`block * block_size + offset`) of each token.
     pub slots: Vec<i32>,
-    /// `[seqs, max_blocks_per_seq]`, unused entries 0 (never read).
+    /// `[seqs, table_width]`, unused entries 0 (never read).
     pub block_tables: Vec<i32>,
+    /// Columns of `block_tables`: blocks of this step's longest context.
+    pub table_width: usize,
     /// Per sequence with tokens: first row, rows, and context after the step.
     pub q_starts: Vec<i32>,
     pub q_lens: Vec<i32>,
@@ -74,15 +76,14 @@ pub fn plan_step(batch: &Batch<'_>, lim: &StepLimits) -> Result<StepPlan, Execut
         )));
     }
     let bs = lim.block_size.max(1);
-    let width = lim.max_blocks_per_seq();
     let mut p = StepPlan {
         tokens: Vec::with_capacity(n_tokens),
         positions: Vec::with_capacity(n_tokens),
         slots: Vec::with_capacity(n_tokens),
-        block_tables: Vec::with_capacity(active * width),
         rows: Vec::with_capacity(batch.seqs.len()),
         ..StepPlan::default()
     };
+    let mut tables = Vec::with_capacity(active);
     for (seq, s) in batch.seqs.iter().enumerate() {
         let vocab = lim.vocab_size;
         if let Some(&token) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -129,9 +130,7 @@ pub fn plan_step(batch: &Batch<'_>, lim: &StepLimits) -> Result<StepPlan, Execut
             p.slots
                 .push((used[pos / bs] as usize * bs + pos % bs) as i32);
         }
-        p.block_tables.extend(used.iter().map(|&b| b as i32));
-        p.block_tables
-            .extend(std::iter::repeat_n(0, width - used.len()));
+        tables.push(used);
         p.q_starts.push(q_start as i32);
         p.q_lens.push(s.tokens.len() as i32);
         p.context_lens.push(end as i32);
@@ -143,6 +142,14 @@ pub fn plan_step(batch: &Batch<'_>, lim: &StepLimits) -> Result<StepPlan, Execut
         } else {
             p.rows.push(None);
         }
+    }
+    // Only as wide as this step needs: the tables are uploaded every step.
+    p.table_width = p.max_context.div_ceil(bs);
+    p.block_tables = Vec::with_capacity(tables.len() * p.table_width);
+    for used in tables {
+        p.block_tables.extend(used.iter().map(|&b| b as i32));
+        p.block_tables
+            .extend(std::iter::repeat_n(0, p.table_width - used.len()));
     }
     Ok(p)
 }
@@ -186,10 +193,12 @@ mod tests {
         assert_eq!(p.tokens, [1, 2, 3, 4, 5, 42]);
         assert_eq!(p.positions, [2, 3, 4, 5, 6, 9]);
         assert_eq!(p.slots, [14, 15, 28, 29, 30, 9]);
-        let w = LIM.max_blocks_per_seq();
-        assert_eq!(w, 16);
+        assert_eq!(LIM.max_blocks_per_seq(), 16);
+        // The widest table this step: 10 tokens of context in blocks of 4.
+        let w = p.table_width;
+        assert_eq!(w, 3);
         assert_eq!(&p.block_tables[..3], [3, 7, 0]);
-        assert_eq!(&p.block_tables[w..w + 4], [0, 1, 2, 0]);
+        assert_eq!(&p.block_tables[w..w + 3], [0, 1, 2]);
         assert_eq!(p.block_tables.len(), 2 * w);
         assert_eq!(p.q_starts, [0, 5]);
         assert_eq!(p.q_lens, [5, 1]);

@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use factory_kernels::cuda::cudarc::driver::PinnedHostSlice;
+use factory_kernels::cuda::cudarc::driver::{CudaEvent, PinnedHostSlice};
 use factory_kernels::cuda::{CudaError, CudaSlice, CudaStream, UtilKernels};
 use factory_kernels::cuda_twin::bf16;
 use factory_models::tensor::Tensor;
 use factory_models::{Model, ModelConfig};
 use rayon::prelude::*;
 
-/// bf16 elements of the pinned staging buffer (32 MiB).
+/// bf16 elements of each pinned staging buffer (32 MiB).
 const STAGING_ELEMS: usize = 16 << 20;
 
 /// One decoder layer on the device.
@@ -58,24 +58,40 @@ fn qkv_rows(cfg: &ModelConfig) -> usize {
     cfg.q_dim() + 2 * cfg.kv_dim()
 }
 
-/// Copies host tensors to the device through one pinned staging buffer.
+/// Copies host tensors to the device through two pinned staging buffers: one
+/// is filled (dequantized on all cores) while the other's copy is in flight.
 struct Uploader {
     stream: Arc<CudaStream>,
-    staging: PinnedHostSlice<bf16>,
+    staging: [PinnedHostSlice<bf16>; 2],
+    /// Recorded after each buffer's last copy; waited on before refilling it.
+    in_flight: [Option<CudaEvent>; 2],
+    next: usize,
     bytes: u64,
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Never free pinned memory a copy may still read (error paths included).
+        let _ = self.stream.synchronize();
+    }
 }
 
 impl Uploader {
     fn new(stream: Arc<CudaStream>, min_elems: usize) -> Result<Self, CudaError> {
-        // SAFETY: the buffer is only written (fully, per chunk) before it is read.
+        let len = STAGING_ELEMS.max(min_elems);
+        let ctx = stream.context();
+        // SAFETY: each buffer is written (fully, per chunk) before it is read.
         let staging = unsafe {
-            stream
-                .context()
-                .alloc_pinned::<bf16>(STAGING_ELEMS.max(min_elems))
-        }?;
+            [
+                ctx.alloc_pinned::<bf16>(len)?,
+                ctx.alloc_pinned::<bf16>(len)?,
+            ]
+        };
         Ok(Self {
             stream,
             staging,
+            in_flight: [None, None],
+            next: 0,
             bytes: 0,
         })
     }
@@ -91,14 +107,19 @@ impl Uploader {
         }
         // SAFETY: every element is written by the copies below before any read.
         let mut dst = unsafe { self.stream.alloc::<bf16>(rows * cols) }?;
-        let chunk_rows = (self.staging.len() / cols.max(1)).max(1);
+        let chunk_rows = (self.staging[0].len() / cols.max(1)).max(1);
         let mut off = 0;
         for t in tensors {
             let m = t.matrix();
             let mut r0 = 0;
             while r0 < t.rows {
                 let n = chunk_rows.min(t.rows - r0);
-                let stage = &mut self.staging.as_mut_slice()?[..n * cols];
+                let i = self.next;
+                self.next ^= 1;
+                if let Some(ev) = self.in_flight[i].take() {
+                    ev.synchronize()?;
+                }
+                let stage = &mut self.staging[i].as_mut_slice()?[..n * cols];
                 stage.par_chunks_mut(cols.max(1)).enumerate().for_each_init(
                     || vec![0f32; cols],
                     |row, (i, out)| {
@@ -108,11 +129,12 @@ impl Uploader {
                         }
                     },
                 );
-                let src = &self.staging.as_slice()?[..n * cols];
+                let src = &self.staging[i].as_slice()?[..n * cols];
                 let mut view = dst.slice_mut(off..off + n * cols);
-                // A host-slice source: cudarc waits for the copy before returning,
-                // so the staging buffer is free for the next chunk.
+                // Pinned memory passed as a plain slice: the copy is truly
+                // asynchronous and cudarc records nothing, hence the event.
                 self.stream.memcpy_htod(src, &mut view)?;
+                self.in_flight[i] = Some(self.stream.record_event(None)?);
                 off += n * cols;
                 r0 += n;
             }
