@@ -170,14 +170,14 @@ bench)
         row "| gpu_ceilings | not in bundle | - | |"
     fi
     if [ -x "$B/bin/gpu_kernels_bench" ]; then
-        run_step gpu_kernels_bench 150 "$B/bin/gpu_kernels_bench" --json "$OUT/kernels.json"
+        run_step gpu_kernels_bench 200 "$B/bin/gpu_kernels_bench" --json "$OUT/kernels.json"
     else
         row "| gpu_kernels_bench | not in bundle | - | |"
     fi
     if [ -x "$B/bin/gpu_decode_bench" ]; then
         ceil=()
         [ -s "$OUT/ceilings.json" ] && ceil=(--ceilings "$OUT/ceilings.json")
-        run_step gpu_decode_bench 270 "$B/bin/gpu_decode_bench" "${ceil[@]}" --json "$OUT/decode.json"
+        run_step gpu_decode_bench 220 "$B/bin/gpu_decode_bench" "${ceil[@]}" --json "$OUT/decode.json"
     else
         row "| gpu_decode_bench | not in bundle | - | |"
     fi
