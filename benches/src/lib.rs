@@ -5,6 +5,8 @@
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod loadgen;
+/// Decode roofline arithmetic for the GPU benchmarks.
+pub mod roofline;
 
 use std::time::Instant;
 
