@@ -295,14 +295,7 @@ impl Gemm {
         n: usize,
         k: usize,
     ) -> Result<(), CudaError> {
-        if !check_linear_shapes(x.len(), w.len(), y.len(), m, n, k)? {
-            return Ok(());
-        }
-        let s = &self.stream;
-        let (xp, _g1) = x.device_ptr(s);
-        let (wp, _g2) = w.device_ptr(s);
-        let (yp, _g3) = y.device_ptr_mut(s);
-        self.run(xp, wp, yp, m, n, k, Elem::Bf16, Elem::Bf16)
+        self.linear(x, w, y, (m, n, k), Elem::Bf16, Elem::Bf16)
     }
 
     /// Same with f32 output (the logits head).
@@ -315,14 +308,7 @@ impl Gemm {
         n: usize,
         k: usize,
     ) -> Result<(), CudaError> {
-        if !check_linear_shapes(x.len(), w.len(), y.len(), m, n, k)? {
-            return Ok(());
-        }
-        let s = &self.stream;
-        let (xp, _g1) = x.device_ptr(s);
-        let (wp, _g2) = w.device_ptr(s);
-        let (yp, _g3) = y.device_ptr_mut(s);
-        self.run(xp, wp, yp, m, n, k, Elem::Bf16, Elem::F32)
+        self.linear(x, w, y, (m, n, k), Elem::Bf16, Elem::F32)
     }
 
     /// As [`Gemm::linear_bf16`] for f16 inputs and output.
@@ -335,6 +321,20 @@ impl Gemm {
         n: usize,
         k: usize,
     ) -> Result<(), CudaError> {
+        self.linear(x, w, y, (m, n, k), Elem::F16, Elem::F16)
+    }
+
+    /// Checks the buffers against `(m, n, k)` and enqueues the product; the
+    /// element types `input` and `output` must be those of `I` and `O`.
+    fn linear<I, O>(
+        &self,
+        x: &impl DevicePtr<I>,
+        w: &impl DevicePtr<I>,
+        y: &mut impl DevicePtrMut<O>,
+        (m, n, k): (usize, usize, usize),
+        input: Elem,
+        output: Elem,
+    ) -> Result<(), CudaError> {
         if !check_linear_shapes(x.len(), w.len(), y.len(), m, n, k)? {
             return Ok(());
         }
@@ -342,7 +342,7 @@ impl Gemm {
         let (xp, _g1) = x.device_ptr(s);
         let (wp, _g2) = w.device_ptr(s);
         let (yp, _g3) = y.device_ptr_mut(s);
-        self.run(xp, wp, yp, m, n, k, Elem::F16, Elem::F16)
+        self.run(xp, wp, yp, m, n, k, input, output)
     }
 
     /// Enqueues `Yᵀ = W · Xᵀ` (see the module docs) on the stream.
