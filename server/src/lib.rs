@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod health;
 pub mod http;
+pub mod in_flight;
 pub mod model_id;
 pub mod model_limits;
 pub mod model_slot;

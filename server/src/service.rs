@@ -26,6 +26,7 @@ use crate::http::response::{
 };
 use crate::http::route::route;
 use crate::http::{Operation, ResponseBody, Route};
+use crate::in_flight::InFlight;
 use crate::model_slot::ModelSlot;
 use crate::observability::{route_name, Observability};
 use crate::served_model::ServedModel;
@@ -77,6 +78,8 @@ struct Shared {
     /// Set on shutdown: new requests get ServiceUnavailableException.
     draining: AtomicBool,
     obs: Observability,
+    /// Generation requests admitted and not yet finished, all models together.
+    in_flight: InFlight,
 }
 
 /// The Bedrock Runtime (plus model discovery and `/ping`) over HTTP; cheap to clone.
@@ -110,6 +113,7 @@ impl Service {
                 auth,
                 models,
                 draining: AtomicBool::new(false),
+                in_flight: InFlight::default(),
                 obs,
             }),
         }
@@ -131,14 +135,11 @@ impl Service {
         self.shared.draining.load(Ordering::Acquire)
     }
 
-    /// Generation requests in flight across the ready models.
+    /// Generation requests admitted and not yet finished (their streams
+    /// included), all models together: what `max_in_flight_requests` caps
+    /// and what a drain waits for.
     pub fn in_flight(&self) -> usize {
-        self.shared
-            .models
-            .iter()
-            .filter_map(|m| m.model())
-            .map(|m| m.engine.in_flight())
-            .sum()
+        self.shared.in_flight.current()
     }
 
     /// Its metrics and status.
@@ -178,7 +179,7 @@ impl Service {
         crate::openai::Context {
             models: &shared.models,
             obs: &shared.obs,
-            in_flight: self.in_flight(),
+            in_flight: &shared.in_flight,
             auth: &shared.auth,
             max_body_bytes: shared.config.max_body_bytes,
             default_max_tokens: shared.config.default_max_tokens,
@@ -222,14 +223,20 @@ impl Service {
             } => {
                 let body = self.admit_signed(&parts, body).await?;
                 let model = self.ready_model(&model_id)?;
-                let generates = !matches!(operation, Operation::CountTokens);
-                if generates && self.in_flight() >= shared.config.max_in_flight_requests {
-                    return Err(BedrockError::new(
-                        ErrorKind::Throttling,
-                        "Too many requests, please wait before trying again.",
-                    ));
+                let mut metrics = shared.obs.request_metrics(&model.id);
+                if !matches!(operation, Operation::CountTokens) {
+                    // Reserved atomically; held until the request's streams end.
+                    let permit = shared
+                        .in_flight
+                        .try_acquire(shared.config.max_in_flight_requests)
+                        .ok_or_else(|| {
+                            BedrockError::new(
+                                ErrorKind::Throttling,
+                                "Too many requests, please wait before trying again.",
+                            )
+                        })?;
+                    metrics = metrics.holding(permit);
                 }
-                let metrics = shared.obs.request_metrics(&model.id);
                 let call = Call {
                     model,
                     requested_id: &model_id,

@@ -14,6 +14,7 @@ use super::recent::{RecentSummary, RecentWindow, Totals};
 use super::registry::Registry;
 use crate::bedrock::BedrockError;
 use crate::http::Operation;
+use crate::in_flight::InFlightPermit;
 
 /// vLLM's `finished_reason` values.
 const REASONS: [&str; 4] = ["stop", "length", "abort", "error"];
@@ -27,10 +28,13 @@ fn reason_index(reason: &StopReason) -> usize {
 const ABORT: usize = 2;
 const ERROR: usize = 3;
 
-/// The metrics of one served model; cheap to clone.
+/// The metrics of one served model; cheap to clone. A request's own copy may
+/// also hold its place under the service's in-flight cap
+/// ([`RequestMetrics::holding`]), which its streams keep until they end.
 #[derive(Clone)]
 pub struct RequestMetrics {
     inner: Arc<Inner>,
+    permit: Option<Arc<InFlightPermit>>,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -72,6 +76,7 @@ impl RequestMetrics {
                 finished: [(); 4].map(|_| Counter::noop()),
                 window: Arc::new(Mutex::new(RecentWindow::new(Instant::now()))),
             }),
+            permit: None,
         }
     }
 
@@ -109,14 +114,26 @@ impl RequestMetrics {
                 window,
                 registry: Some(registry),
             }),
+            permit: None,
         }
+    }
+
+    /// This request's copy, holding `permit` until the request and every
+    /// stream it submits are gone.
+    pub fn holding(mut self, permit: InFlightPermit) -> Self {
+        self.permit = Some(Arc::new(permit));
+        self
     }
 
     /// Wraps a submitted request of `prompt_tokens` so its events are measured.
     pub fn track(&self, stream: RequestStream, prompt_tokens: usize) -> MeteredStream {
         MeteredStream {
+            _permit: self.permit.clone(),
             inner: stream,
-            metrics: self.clone(),
+            metrics: Self {
+                inner: self.inner.clone(),
+                permit: None,
+            },
             operation: "Unknown",
             submitted: Instant::now(),
             prompt_tokens,
@@ -186,6 +203,9 @@ impl RequestMetrics {
 /// aborts the request (counted as `finished_reason="abort"`).
 #[derive(Debug)]
 pub struct MeteredStream {
+    /// Declared first, so dropped first: the place under the service's cap
+    /// is free by the time the engine sees the stream go.
+    _permit: Option<Arc<InFlightPermit>>,
     inner: RequestStream,
     metrics: RequestMetrics,
     operation: &'static str,

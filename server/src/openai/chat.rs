@@ -173,12 +173,12 @@ pub fn prompt_ids(model: &ServedModel, messages: &[Value]) -> Result<Vec<u32>, O
 /// Answers `POST /v1/chat/completions`.
 pub async fn create(ctx: &Context<'_>, body: &[u8]) -> Result<Response<ResponseBody>, OpenAiError> {
     let req = parse(&parse_body(body)?)?;
-    let model = ctx.admit(&req.params.model)?;
+    let (model, metrics) = ctx.admit(&req.params.model)?;
     let prompt = prompt_ids(model, &req.messages)?;
     let engine_req = req
         .params
         .request(prompt, ctx.default_max_tokens, req.logprobs);
-    let stream = submit(model, &ctx.metrics(model), engine_req, "messages")?;
+    let stream = submit(model, &metrics, engine_req, "messages")?;
     let id = new_id("chatcmpl");
     let created = unix_now();
     if req.params.stream {

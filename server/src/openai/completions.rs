@@ -122,12 +122,12 @@ pub fn prompt_ids(model: &ServedModel, prompt: &PromptInput) -> Result<Vec<u32>,
 /// Answers `POST /v1/completions`.
 pub async fn create(ctx: &Context<'_>, body: &[u8]) -> Result<Response<ResponseBody>, OpenAiError> {
     let req = parse(&parse_body(body)?)?;
-    let model = ctx.admit(&req.params.model)?;
+    let (model, metrics) = ctx.admit(&req.params.model)?;
     let prompt = prompt_ids(model, &req.prompt)?;
     let engine_req = req
         .params
         .request(prompt, ctx.default_max_tokens, req.logprobs);
-    let stream = submit(model, &ctx.metrics(model), engine_req, "prompt")?;
+    let stream = submit(model, &metrics, engine_req, "prompt")?;
     let id = new_id("cmpl");
     let created = unix_now();
     if req.params.stream {

@@ -22,6 +22,7 @@ use hyper::body::Body;
 use crate::http::percent::percent_decode;
 use crate::http::response::{json_response, new_request_id, set_header};
 use crate::http::ResponseBody;
+use crate::in_flight::InFlight;
 use std::sync::Arc;
 
 use crate::model_slot::{ModelSlot, ModelState};
@@ -40,8 +41,8 @@ pub struct Context<'a> {
     pub models: &'a [Arc<ModelSlot>],
     /// Where requests are measured.
     pub obs: &'a Observability,
-    /// Generation requests in flight across all models now.
-    pub in_flight: usize,
+    /// Generation requests in flight across all models.
+    pub in_flight: &'a InFlight,
     /// How requests authenticate.
     pub auth: &'a Auth,
     /// Largest request body accepted, in bytes.
@@ -55,9 +56,9 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// Checks that `model` is served and the server has room for one more
-    /// generation.
-    pub fn admit(&self, model: &str) -> Result<&'a ServedModel, OpenAiError> {
+    /// Checks that `model` is served and takes a place for one more
+    /// generation; the metrics returned hold that place for the request.
+    pub fn admit(&self, model: &str) -> Result<(&'a ServedModel, RequestMetrics), OpenAiError> {
         let slot = self
             .models
             .iter()
@@ -81,17 +82,15 @@ impl<'a> Context<'a> {
                 )))
             }
         };
-        if self.in_flight >= self.max_in_flight_requests {
-            return Err(OpenAiError::rate_limited(
-                "Too many requests in flight on this server; please retry shortly.",
-            ));
-        }
-        Ok(served)
-    }
-
-    /// Where requests for `model` are measured.
-    pub fn metrics(&self, model: &ServedModel) -> RequestMetrics {
-        self.obs.request_metrics(&model.id)
+        let permit = self
+            .in_flight
+            .try_acquire(self.max_in_flight_requests)
+            .ok_or_else(|| {
+                OpenAiError::rate_limited(
+                    "Too many requests in flight on this server; please retry shortly.",
+                )
+            })?;
+        Ok((served, self.obs.request_metrics(&served.id).holding(permit)))
     }
 }
 
