@@ -5,6 +5,8 @@
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod loadgen;
+/// Per-request progress of the offline (in-process engine) benchmarks.
+pub mod offline;
 /// Decode roofline arithmetic for the GPU benchmarks.
 pub mod roofline;
 

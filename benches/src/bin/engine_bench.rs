@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use factory_benches::offline::Progress;
 use factory_engine::{
     CpuExecutor, EngineConfig, EngineCore, GenerateRequest, SamplingParams, SchedulerConfig,
-    StopReason, TokenEvent,
+    TokenEvent,
 };
 use factory_kernels::cpu::ActivationMode;
 use factory_models::bundle::ModelBundle;
@@ -276,9 +277,7 @@ fn run_level(sh: &Shared, o: &Opts, reqs: &[Req]) -> anyhow::Result<Run> {
             .with_context(|| format!("request {i} ({} KV blocks)", kv_blocks))?;
         rxs.push(rx);
     }
-    let mut first: Vec<Option<f64>> = vec![None; c];
-    let mut done: Vec<Option<f64>> = vec![None; c];
-    let mut got = vec![0usize; c];
+    let mut progress = Progress::new(rxs, reqs.iter().map(|r| r.output).collect());
     let (mut steps, mut step_total, mut step_execute) = (0, Duration::ZERO, Duration::ZERO);
     let mut idle = 0;
     while core.has_work() {
@@ -295,47 +294,18 @@ fn run_level(sh: &Shared, o: &Opts, reqs: &[Req]) -> anyhow::Result<Run> {
         } else {
             idle = 0;
         }
-        let now = t0.elapsed().as_secs_f64();
-        for (i, rx) in rxs.iter_mut().enumerate() {
-            if done[i].is_some() {
-                continue;
-            }
-            while let Ok(ev) = rx.try_recv() {
-                match ev {
-                    TokenEvent::Token { .. } => {
-                        got[i] += 1;
-                        first[i].get_or_insert(now);
-                    }
-                    TokenEvent::Finished { reason, usage } => {
-                        if reason != StopReason::MaxTokens || usage.output_tokens != reqs[i].output
-                        {
-                            bail!(
-                                "request {i} stopped with {reason:?} after {} of {} tokens",
-                                usage.output_tokens,
-                                reqs[i].output
-                            );
-                        }
-                        done[i] = Some(now);
-                    }
-                    TokenEvent::Error { message } => bail!("request {i} failed: {message}"),
-                }
-            }
-        }
+        progress.drain(t0.elapsed().as_secs_f64())?;
     }
     let wall = t0.elapsed().as_secs_f64();
-    let latencies = done
-        .iter()
-        .enumerate()
-        .map(|(i, d)| d.with_context(|| format!("request {i} never finished")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let latencies = progress.latencies()?;
     let stats = core.stats();
     Ok(Run {
         c,
         requests: c,
-        output_tokens: got.iter().sum(),
+        output_tokens: progress.output_tokens(),
         wall,
         latencies,
-        ttfts: first.iter().map(|f| f.unwrap_or(wall)).collect(),
+        ttfts: progress.first.iter().map(|f| f.unwrap_or(wall)).collect(),
         steps,
         step_total,
         step_execute,

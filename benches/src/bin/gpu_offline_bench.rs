@@ -49,11 +49,11 @@ mod offline {
 
     use anyhow::{bail, Context, Result};
     use clap::Parser;
+    use factory_benches::offline::Progress;
     use factory_benches::roofline::percentile;
     use factory_engine::executor::{CudaExecutor, CudaExecutorOptions, Executor};
     use factory_engine::{
-        EngineConfig, EngineCore, GenerateRequest, SamplingParams, SchedulerConfig, StopReason,
-        TokenEvent,
+        EngineConfig, EngineCore, GenerateRequest, SamplingParams, SchedulerConfig, TokenEvent,
     };
     use factory_models::tokenizer::Tokenizer;
     use factory_models::ModelConfig;
@@ -224,9 +224,7 @@ mod offline {
                 .with_context(|| format!("submitting request {i}"))?;
             rxs.push(rx);
         }
-        let mut first: Vec<Option<f64>> = vec![None; n];
-        let mut done: Vec<Option<f64>> = vec![None; n];
-        let mut got = vec![0usize; n];
+        let mut progress = Progress::new(rxs, vec![a.output_len; n]);
         let mut step_ms = Vec::new();
         let mut decode_step_ms = Vec::new();
         let (mut total, mut execute) = (Duration::ZERO, Duration::ZERO);
@@ -258,55 +256,26 @@ mod offline {
                     "over --time-limit {} s after {} steps, {} output tokens",
                     a.time_limit,
                     step_ms.len(),
-                    got.iter().sum::<usize>()
+                    progress.output_tokens()
                 );
             }
-            for (i, rx) in rxs.iter_mut().enumerate() {
-                if done[i].is_some() {
-                    continue;
-                }
-                while let Ok(ev) = rx.try_recv() {
-                    match ev {
-                        TokenEvent::Token { .. } => {
-                            got[i] += 1;
-                            first[i].get_or_insert(now);
-                        }
-                        TokenEvent::Finished { reason, usage } => {
-                            if reason != StopReason::MaxTokens
-                                || usage.output_tokens != a.output_len
-                            {
-                                bail!(
-                                    "request {i} stopped with {reason:?} after {} of {} tokens",
-                                    usage.output_tokens,
-                                    a.output_len
-                                );
-                            }
-                            done[i] = Some(now);
-                        }
-                        TokenEvent::Error { message } => bail!("request {i} failed: {message}"),
-                    }
-                }
-            }
+            progress.drain(now)?;
             if last_report.elapsed().as_secs_f64() > 10.0 {
                 last_report = Instant::now();
                 println!(
                     "  {:.0} s: {} steps, {} of {} requests done, {} output tokens",
                     now,
                     step_ms.len(),
-                    done.iter().filter(|d| d.is_some()).count(),
+                    progress.finished(),
                     n,
-                    got.iter().sum::<usize>()
+                    progress.output_tokens()
                 );
             }
         }
         let wall = t0.elapsed().as_secs_f64();
-        let latencies = done
-            .iter()
-            .enumerate()
-            .map(|(i, d)| d.with_context(|| format!("request {i} never finished")))
-            .collect::<Result<Vec<_>>>()?;
-        let ttfts: Vec<f64> = first.iter().map(|f| f.unwrap_or(wall)).collect();
-        let output_tokens: usize = got.iter().sum();
+        let latencies = progress.latencies()?;
+        let ttfts: Vec<f64> = progress.first.iter().map(|f| f.unwrap_or(wall)).collect();
+        let output_tokens = progress.output_tokens();
         if output_tokens != n * a.output_len {
             bail!(
                 "{output_tokens} output tokens, expected {}",
