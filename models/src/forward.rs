@@ -6,8 +6,8 @@
 //! each sequence's cache through its block table.
 
 use factory_kernels::cpu::{
-    self, apply_rope, matmul, norm::rms_norm_inplace, paged_attention, rms_norm, silu_mul_inplace,
-    ActivationMode, AttentionShape, RopeTable, SeqAttention,
+    self, apply_rope, matmul, matmul_many, norm::rms_norm_inplace, paged_attention, rms_norm,
+    silu_mul_inplace, ActivationMode, AttentionShape, RopeTable, SeqAttention,
 };
 
 use crate::config::ModelConfig;
@@ -160,6 +160,10 @@ impl Model {
         cache: &mut KvCache,
     ) -> Result<ForwardOutput, ForwardError> {
         self.check(batch, cache)?;
+        Ok(rayon::scope(|_| self.forward_checked(batch, cache)))
+    }
+
+    fn forward_checked(&self, batch: &[SeqInput<'_>], cache: &mut KvCache) -> ForwardOutput {
         let cfg = &self.config;
         let (h, qd, kvd, ff) = (
             cfg.hidden_size,
@@ -210,9 +214,16 @@ impl Model {
         let mut up = vec![0f32; t * ff];
         for (li, lw) in self.weights.layers.iter().enumerate() {
             rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut hn);
-            matmul(&hn, t, &lw.wq.matrix(), &mut q, mode);
-            matmul(&hn, t, &lw.wk.matrix(), &mut k, mode);
-            matmul(&hn, t, &lw.wv.matrix(), &mut v, mode);
+            matmul_many(
+                &hn,
+                t,
+                &mut [
+                    (&lw.wq.matrix(), &mut q),
+                    (&lw.wk.matrix(), &mut k),
+                    (&lw.wv.matrix(), &mut v),
+                ],
+                mode,
+            );
             add_bias(&mut q, lw.bq.as_deref());
             add_bias(&mut k, lw.bk.as_deref());
             add_bias(&mut v, lw.bv.as_deref());
@@ -239,8 +250,15 @@ impl Model {
             add_inplace(&mut x, &o);
 
             rms_norm(&x, &lw.ffn_norm, cfg.rms_norm_eps, &mut hn);
-            matmul(&hn, t, &lw.w_gate.matrix(), &mut gate, mode);
-            matmul(&hn, t, &lw.w_up.matrix(), &mut up, mode);
+            matmul_many(
+                &hn,
+                t,
+                &mut [
+                    (&lw.w_gate.matrix(), &mut gate),
+                    (&lw.w_up.matrix(), &mut up),
+                ],
+                mode,
+            );
             silu_mul_inplace(&mut gate, &up);
             matmul(&gate, t, &lw.w_down.matrix(), &mut o, mode);
             add_inplace(&mut x, &o);
@@ -277,11 +295,11 @@ impl Model {
             &mut logits,
             mode,
         );
-        Ok(ForwardOutput {
+        ForwardOutput {
             logits,
             seq_rows,
             vocab_size: vocab,
-        })
+        }
     }
 }
 

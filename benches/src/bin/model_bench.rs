@@ -1,7 +1,7 @@
 //! Single-stream prefill and decode speed of a model on this machine, beside
 //! the memory-bandwidth floor (weight bytes read per token / DRAM bandwidth).
 //!
-//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N]`
+//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N] [--only exact|fast|f32]`
 //! With no --model, benchmarks the default model (Q4_1) in exact and fast
 //! mode and its f32 form.
 
@@ -16,6 +16,8 @@ struct Opts {
     prompt: usize,
     decode: usize,
     reps: usize,
+    /// Only the variants whose name contains this (e.g. `exact`, `fast`, `f32`).
+    only: Option<String>,
 }
 
 fn parse() -> anyhow::Result<Opts> {
@@ -24,6 +26,7 @@ fn parse() -> anyhow::Result<Opts> {
         prompt: 128,
         decode: 64,
         reps: 3,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -33,6 +36,7 @@ fn parse() -> anyhow::Result<Opts> {
             "--prompt" => o.prompt = val()?.parse()?,
             "--decode" => o.decode = val()?.parse()?,
             "--reps" => o.reps = val()?.parse()?,
+            "--only" => o.only = Some(val()?),
             "--bench" => {} // passed by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -108,6 +112,10 @@ fn main() -> anyhow::Result<()> {
         variants.push(("f32 form".into(), f32m));
     } else {
         variants.push((dtype, exact));
+    }
+    if let Some(only) = &o.only {
+        variants.retain(|(name, _)| name.contains(only.as_str()));
+        anyhow::ensure!(!variants.is_empty(), "no variant matches --only {only}");
     }
     println!(
         "model: {} (prompt {} tokens, decode {} tokens after it, median of {})",

@@ -115,6 +115,149 @@ pub fn matmul_with(
     }
 }
 
+/// Several products of the same input, `outs[i] = x · W_iᵀ` (Q/K/V, or
+/// gate and up). With one input row (single-stream decode) every matrix's
+/// rows go through one parallel pass, so the threads meet once instead of
+/// once per matrix, and activations are prepared once; the dots are the ones
+/// [`matmul`] runs, so results are bit-identical to calling it per matrix.
+/// With more rows it calls [`matmul`] per matrix.
+///
+/// # Panics
+/// As [`matmul`], for any of the pairs.
+pub fn matmul_many(
+    x: &[f32],
+    m: usize,
+    parts: &mut [(&WeightMatrix<'_>, &mut [f32])],
+    mode: ActivationMode,
+) {
+    matmul_many_with(Kernels::get(), x, m, parts, mode);
+}
+
+/// [`matmul_many`] on a given kernel table.
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_many_with(
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    parts: &mut [(&WeightMatrix<'_>, &mut [f32])],
+    mode: ActivationMode,
+) {
+    let single_pass = m == 1
+        && parts.len() > 1
+        && parts.iter().all(|(w, _)| {
+            let fast = mode == ActivationMode::Fast && w.dtype.is_quantized();
+            w.cols > 0 && w.rows > 0 && 1 < gemm_min_rows(w.dtype, fast)
+        });
+    if !single_pass {
+        for (w, out) in parts.iter_mut() {
+            matmul_with(kern, x, m, w, out, mode);
+        }
+        return;
+    }
+    let k = x.len();
+    for (w, out) in parts.iter() {
+        assert_eq!(w.cols, k, "matmul_many: x is not [1, k]");
+        assert_eq!(out.len(), w.rows, "matmul_many: out is not [1, n]");
+    }
+    // Each activation form at most once, shared by every matrix that needs it.
+    let kb = k / QK;
+    let mut xq = Vec::new();
+    let mut xp = Vec::new();
+    let dots: Vec<RowDot<'_>> = {
+        for (w, _) in parts.iter() {
+            match row_dot_kind(kern, w.dtype, mode) {
+                RowDotKind::Q8 if xq.is_empty() => {
+                    xq = vec![BlockQ8::default(); kb];
+                    (kern.quantize_q8)(x, &mut xq);
+                }
+                RowDotKind::Prepared if xp.is_empty() => {
+                    if let Some(prep) = kern.prepare_q4 {
+                        xp = vec![0f32; kb * PREPARED_Q4_BLOCK];
+                        prep(x, &mut xp);
+                    }
+                }
+                _ => {}
+            }
+        }
+        parts
+            .iter()
+            .map(|(w, _)| match row_dot_kind(kern, w.dtype, mode) {
+                RowDotKind::Q8 => kern
+                    .q8_dot(w.dtype)
+                    .map_or(RowDot::F32(kern.f32_dot(w.dtype), x), |d| {
+                        RowDot::Q8(d, &xq)
+                    }),
+                RowDotKind::Prepared => prepared_q4_dot(kern, w.dtype)
+                    .map_or(RowDot::F32(kern.f32_dot(w.dtype), x), |d| {
+                        RowDot::F32(d, &xp)
+                    }),
+                RowDotKind::F32 => RowDot::F32(kern.f32_dot(w.dtype), x),
+            })
+            .collect()
+    };
+    let ws: Vec<&WeightMatrix<'_>> = parts.iter().map(|(w, _)| *w).collect();
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (i, (w, out)) in parts.iter_mut().enumerate() {
+        let rpt = decode_rows_per_task(w.rows, w.row_bytes());
+        for (c, o) in out.chunks_mut(rpt).enumerate() {
+            tasks.push((i, c * rpt, o));
+        }
+    }
+    let (ws, dots) = (&ws, &dots);
+    tasks.into_par_iter().for_each(|(i, j0, o)| {
+        let w = ws[i];
+        match dots[i] {
+            RowDot::Q8(dot, xq) => dot_rows(w, j0, o, |row| dot(row, xq)),
+            RowDot::F32(dot, xv) => dot_rows(w, j0, o, |row| dot(row, xv)),
+        }
+    });
+}
+
+/// How [`matmul_with`] dots one input row with rows of a given type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowDotKind {
+    /// Integer dots on 8-bit activation blocks (fast mode, quantized weights).
+    Q8,
+    /// The table's exact Q4 dot on prepared activations.
+    Prepared,
+    /// The plain exact dot on f32 activations.
+    F32,
+}
+
+fn row_dot_kind(kern: &Kernels, dtype: WeightDType, mode: ActivationMode) -> RowDotKind {
+    let fast = mode == ActivationMode::Fast && dtype.is_quantized();
+    if fast && kern.q8_dot(dtype).is_some() {
+        RowDotKind::Q8
+    } else if kern.prepare_q4.is_some() && prepared_q4_dot(kern, dtype).is_some() {
+        RowDotKind::Prepared
+    } else {
+        RowDotKind::F32
+    }
+}
+
+/// A row dot with the activations it reads.
+enum RowDot<'a> {
+    Q8(super::simd::Q8Dot, &'a [BlockQ8]),
+    F32(super::simd::F32Dot, &'a [f32]),
+}
+
+/// `o[i] = dot(row j0 + i)`, prefetching ~[`PREFETCH_BYTES`] ahead within
+/// the task's rows.
+fn dot_rows(w: &WeightMatrix<'_>, j0: usize, o: &mut [f32], dot: impl Fn(&[u8]) -> f32) {
+    let rb = w.row_bytes();
+    let end = (j0 + o.len()) * rb;
+    let ahead = (PREFETCH_BYTES / rb.max(1)).max(1);
+    for (i, o) in o.iter_mut().enumerate() {
+        let p = (j0 + i + ahead) * rb;
+        if PREFETCH_BYTES > 0 && p < end {
+            prefetch(&w.data[p..(p + rb).min(end)]);
+        }
+        *o = dot(w.row(j0 + i));
+    }
+}
+
 /// The table's exact Q4 dot on prepared activations, if it has one.
 fn prepared_q4_dot(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Dot> {
     match dtype {
@@ -191,20 +334,9 @@ where
     let n = w.rows;
     let rpt = decode_rows_per_task(n, w.row_bytes() * m);
     if m == 1 {
-        let rb = w.row_bytes();
-        // Rows prefetched ahead of the one being dotted: ~4 KiB in flight.
-        let ahead = (PREFETCH_BYTES / rb.max(1)).max(1);
-        out.par_chunks_mut(rpt).enumerate().for_each(|(c, o)| {
-            let j0 = c * rpt;
-            let end = (j0 + o.len()) * rb;
-            for (i, o) in o.iter_mut().enumerate() {
-                let p = (j0 + i + ahead) * rb;
-                if PREFETCH_BYTES > 0 && p < end {
-                    prefetch(&w.data[p..(p + rb).min(end)]);
-                }
-                *o = dot(w.row(j0 + i), 0);
-            }
-        });
+        out.par_chunks_mut(rpt)
+            .enumerate()
+            .for_each(|(c, o)| dot_rows(w, c * rpt, o, |row| dot(row, 0)));
         return;
     }
     // Weight-row-major scratch [n, m]: each task owns whole weight rows, which
@@ -568,6 +700,60 @@ mod tests {
                             "{} {dtype:?}: {a} vs {b}",
                             kern.isa
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_many_equals_one_matmul_per_matrix_bit_for_bit() {
+        let k = 128;
+        let dtypes = [
+            WeightDType::Q4_1,
+            WeightDType::Q4_0,
+            WeightDType::Q8_0,
+            WeightDType::F32,
+            WeightDType::F16,
+        ];
+        let rows = [70, 3, 200, 33, 64];
+        let bytes: Vec<Vec<u8>> = dtypes
+            .iter()
+            .zip(rows)
+            .enumerate()
+            .map(|(i, (&d, n))| encode(d, &random(n * k, 300 + i as u64), k))
+            .collect();
+        let mats: Vec<WeightMatrix<'_>> = dtypes
+            .iter()
+            .zip(rows)
+            .zip(&bytes)
+            .map(|((&d, n), b)| WeightMatrix::new(d, n, k, b).unwrap())
+            .collect();
+        for m in [1, 2, 7] {
+            let x = random(m * k, 400 + m as u64);
+            for kern in Kernels::available() {
+                for mode in [ActivationMode::Exact, ActivationMode::Fast] {
+                    // Same-type groups (the model's case) and a mixed one.
+                    for group in [&mats[..1], &mats[..2], &mats[..]] {
+                        let mut outs: Vec<Vec<f32>> =
+                            group.iter().map(|w| vec![f32::NAN; m * w.rows]).collect();
+                        let mut parts: Vec<(&WeightMatrix<'_>, &mut [f32])> = group
+                            .iter()
+                            .zip(outs.iter_mut())
+                            .map(|(w, o)| (w, &mut o[..]))
+                            .collect();
+                        matmul_many_with(kern, &x, m, &mut parts, mode);
+                        for (w, got) in group.iter().zip(&outs) {
+                            let mut want = vec![0f32; m * w.rows];
+                            matmul_with(kern, &x, m, w, &mut want, mode);
+                            assert_eq!(
+                                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                "{} {:?} {mode:?} m={m}",
+                                kern.isa,
+                                w.dtype
+                            );
+                        }
                     }
                 }
             }

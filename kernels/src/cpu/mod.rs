@@ -11,7 +11,7 @@ pub mod weight;
 
 pub use activation::{silu_mul_inplace, softmax_inplace};
 pub use attention::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
-pub use matmul::{matmul, ActivationMode};
+pub use matmul::{matmul, matmul_many, ActivationMode};
 pub use norm::rms_norm;
 pub use rope::{apply_rope, RopeStyle, RopeTable};
 pub use simd::{Isa, Kernels};

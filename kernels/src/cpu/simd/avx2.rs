@@ -31,6 +31,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: dot_plain_w,
     axpy: axpy_w,
     scale: scale_w,
+    silu_mul: silu_mul_w,
     prepare_q4: None,
     dot_q4_0p: None,
     dot_q4_1p: None,
@@ -70,6 +71,7 @@ safe_wrappers! {
     dot_plain_w => dot_plain[a: &[f32], b: &[f32]] -> f32;
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
+    silu_mul_w => silu_mul[gate: &mut [f32], up: &[f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
 }
 
@@ -296,6 +298,12 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (yv, &xv) in y[i..n].iter_mut().zip(&x[i..n]) {
         *yv += a * xv;
     }
+}
+
+/// The portable body, vectorized by the compiler for this table's features.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    crate::cpu::activation::silu_mul_lanes(gate, up);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

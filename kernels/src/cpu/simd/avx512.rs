@@ -31,6 +31,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: dot_plain_w,
     axpy: axpy_w,
     scale: scale_w,
+    silu_mul: silu_mul_w,
     prepare_q4: Some(prepare_q4_w),
     dot_q4_0p: Some(dot_q4_0p_w),
     dot_q4_1p: Some(dot_q4_1p_w),
@@ -71,6 +72,7 @@ safe_wrappers! {
     dot_plain_w => dot_plain[a: &[f32], b: &[f32]] -> f32;
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
+    silu_mul_w => silu_mul[gate: &mut [f32], up: &[f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     gemm_t_w => gemm_t[xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
@@ -256,6 +258,12 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     if i < n {
         st_tail(y, i, _mm512_fmadd_ps(av, ld_tail(x, i), ld_tail(y, i)));
     }
+}
+
+/// The portable body, vectorized by the compiler for this table's features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    crate::cpu::activation::silu_mul_lanes(gate, up);
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]

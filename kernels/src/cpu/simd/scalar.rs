@@ -3,7 +3,7 @@
 
 use super::{Isa, Kernels};
 use crate::cpu::weight::{dequantize_row, WeightDType};
-use crate::cpu::{matmul, quant};
+use crate::cpu::{activation, matmul, quant};
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,
@@ -25,6 +25,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     dot_plain: matmul::dot_plain,
     axpy,
     scale,
+    silu_mul: activation::silu_mul_reference,
     prepare_q4: None,
     dot_q4_0p: None,
     dot_q4_1p: None,
