@@ -53,7 +53,7 @@ pub(crate) fn exp_poly(x: f32) -> f32 {
     let p = p.mul_add(r, 8.333_452e-3);
     let p = p.mul_add(r, 4.166_579_6e-2);
     let p = p.mul_add(r, 1.666_666_5e-1);
-    let p = p.mul_add(r, 5.000_000_1e-1);
+    let p = p.mul_add(r, 0.5);
     let p = p.mul_add(r * r, r) + 1.0;
     // n is in [-126, 128]: 2^n fits the exponent field except at 128, where
     // the clamp keeps p·2^127·2 finite by splitting the power in two.
