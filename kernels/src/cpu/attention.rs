@@ -49,9 +49,46 @@ pub fn write_kv(cache_k: &mut [f32], cache_v: &mut [f32], slots: &[usize], k: &[
     }
 }
 
+/// Query vectors one attention task covers at most: the heads that share a
+/// KV head, over as many of one sequence's new tokens as fit. Each K/V row a
+/// task loads then serves all of them from L1.
+pub const MAX_TILE_QUERIES: usize = 16;
+
+/// One attention task: query vectors of one sequence that read the same KV
+/// head, each over its own causal prefix of the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct AttendTile<'a> {
+    /// `[lens.len(), head_dim]` query vectors.
+    pub q: &'a [f32],
+    /// Positions each query vector sees (`0..lens[i]`), at most
+    /// [`MAX_TILE_QUERIES`] of them.
+    pub lens: &'a [usize],
+    pub kv: KvLayerView<'a>,
+    pub block_table: &'a [u32],
+    pub kv_head: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies q·k.
+    pub scale: f32,
+}
+
+/// A task of [`paged_attention`]: sequence, KV head, first new token, tokens.
+struct Task {
+    seq: usize,
+    kv_head: usize,
+    t0: usize,
+    tokens: usize,
+    /// First query head; the task covers `heads` of them from here.
+    h0: usize,
+}
+
 /// Causal attention for every sequence in a batch. `q` and `out` are
 /// `[tokens, heads, head_dim]`; query row `i` of a sequence sits at position
-/// `context_len - q_len + i` and sees positions `0..=` that.
+/// `context_len - q_len + i` and sees positions `0..=` that. Rows no
+/// sequence owns come out zero.
+///
+/// Each query vector's arithmetic is the same whichever tile it lands in,
+/// so a token's output does not depend on what else is in the batch.
 pub fn paged_attention(
     q: &[f32],
     kv: &KvLayerView<'_>,
@@ -60,90 +97,172 @@ pub fn paged_attention(
     out: &mut [f32],
 ) {
     let hd = shape.head_dim;
-    let group = shape.heads / shape.kv_heads;
-    // Which sequence owns each row: rows are few per step, so a table is cheap.
-    let tokens = out.len() / (shape.heads * hd);
-    let mut owner = vec![usize::MAX; tokens];
-    for (si, s) in seqs.iter().enumerate() {
-        owner[s.q_start..s.q_start + s.q_len].fill(si);
+    let kv_heads = shape.kv_heads.max(1);
+    let group = (shape.heads / kv_heads).max(1);
+    let qd = shape.heads * hd;
+    // Whole head groups share each K/V row; with too few tasks to keep every
+    // thread busy (one decoding sequence), heads go one per task instead.
+    let tiles = |heads: usize| -> usize {
+        let per_task = (MAX_TILE_QUERIES / heads).max(1);
+        seqs.iter()
+            .map(|s| s.q_len.div_ceil(per_task))
+            .sum::<usize>()
+            * kv_heads
+            * (group / heads)
+    };
+    let threads = rayon::current_num_threads().max(1);
+    let heads = if tiles(group) >= 4 * threads {
+        group
+    } else {
+        1
+    };
+    let per_task = (MAX_TILE_QUERIES / heads).max(1);
+    let mut tasks = Vec::new();
+    for (seq, s) in seqs.iter().enumerate() {
+        for t0 in (0..s.q_len).step_by(per_task) {
+            for kv_head in 0..kv_heads {
+                for g0 in (0..group).step_by(heads) {
+                    tasks.push(Task {
+                        seq,
+                        kv_head,
+                        t0,
+                        tokens: per_task.min(s.q_len - t0),
+                        h0: kv_head * group + g0,
+                    });
+                }
+            }
+        }
     }
-    out.par_chunks_mut(hd).enumerate().for_each(|(idx, acc)| {
-        let (t, h) = (idx / shape.heads, idx % shape.heads);
-        let Some(seq) = owner.get(t).and_then(|&si| seqs.get(si)) else {
-            acc.fill(0.0);
-            return;
-        };
-        let pos = seq.context_len - seq.q_len + (t - seq.q_start);
-        let qv = &q[idx * hd..(idx + 1) * hd];
-        attend_one(qv, kv, seq.block_table, pos + 1, h / group, shape, acc);
-    });
+    let kern = crate::cpu::simd::Kernels::get();
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|task| {
+            let s = &seqs[task.seq];
+            let first_pos = s.context_len - s.q_len + task.t0;
+            let mut qs = Vec::with_capacity(task.tokens * heads * hd);
+            let mut lens = Vec::with_capacity(task.tokens * heads);
+            for t in 0..task.tokens {
+                let row = s.q_start + task.t0 + t;
+                qs.extend_from_slice(&q[row * qd + task.h0 * hd..][..heads * hd]);
+                lens.extend(std::iter::repeat_n(first_pos + t + 1, heads));
+            }
+            let mut acc = vec![0f32; qs.len()];
+            let tile = AttendTile {
+                q: &qs,
+                lens: &lens,
+                kv: *kv,
+                block_table: s.block_table,
+                kv_head: task.kv_head,
+                kv_heads,
+                head_dim: hd,
+                scale: shape.scale,
+            };
+            (kern.attend_tile)(&tile, &mut acc);
+            acc
+        })
+        .collect();
+    out.fill(0.0);
+    for (task, acc) in tasks.iter().zip(&results) {
+        let s = &seqs[task.seq];
+        for (t, a) in acc.chunks_exact(heads * hd).enumerate() {
+            let row = s.q_start + task.t0 + t;
+            out[row * qd + task.h0 * hd..][..heads * hd].copy_from_slice(a);
+        }
+    }
 }
 
 /// Positions scored together: one exp pass and one max update per chunk.
 const CHUNK: usize = 32;
 
-/// Online-softmax attention of one query head over `len` cached positions,
-/// accumulating straight into `acc`. Positions go by chunks: scores first,
-/// then one running-max update and a vectorizable exp over the chunk, then
-/// the weighted V rows, so the per-position scalar `exp` calls are gone.
-fn attend_one(
-    q: &[f32],
-    kv: &KvLayerView<'_>,
-    table: &[u32],
-    len: usize,
-    kv_head: usize,
-    shape: AttentionShape,
+/// Online-softmax attention of a tile's query vectors on a table's `dot`
+/// and `axpy` (the SIMD tables inline theirs; the exp pass vectorizes
+/// inside their `target_feature`s). Positions go
+/// by chunks: the chunk's K/V addresses once, then per query vector its
+/// scores, one running-max update, a vectorizable exp over the chunk, and
+/// the weighted V rows. `acc` is `[queries, head_dim]`.
+#[inline(always)]
+pub(crate) fn attend_tile_with(
+    t: &AttendTile<'_>,
     acc: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
 ) {
-    let hd = shape.head_dim;
-    let row = shape.kv_heads * hd;
-    let kern = crate::cpu::simd::Kernels::get();
+    let hd = t.head_dim;
+    let row = t.kv_heads * hd;
+    let bs = t.kv.block_size.max(1);
+    let nq = t
+        .lens
+        .len()
+        .min(MAX_TILE_QUERIES)
+        .min(t.q.len() / hd.max(1));
     acc.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut denom = 0f32;
+    let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
+    let mut denom = [0f32; MAX_TILE_QUERIES];
     let mut scores = [0f32; CHUNK];
     let mut bases = [0usize; CHUNK];
+    let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
     let mut p0 = 0;
     while p0 < len {
         let n = CHUNK.min(len - p0);
-        let mut cmax = f32::NEG_INFINITY;
-        for j in 0..n {
+        for (j, b) in bases[..n].iter_mut().enumerate() {
             let p = p0 + j;
-            let block = table[p / kv.block_size] as usize;
-            let base = (block * kv.block_size + p % kv.block_size) * row + kv_head * hd;
-            bases[j] = base;
-            let s = (kern.dot_plain)(q, &kv.k[base..base + hd]) * shape.scale;
-            scores[j] = s;
-            cmax = cmax.max(s);
+            *b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
         }
-        if cmax > max {
-            if denom > 0.0 {
-                let f = (max - cmax).exp();
-                denom *= f;
-                (kern.scale)(f, acc);
+        for i in 0..nq {
+            let ni = t.lens[i].saturating_sub(p0).min(n);
+            if ni == 0 {
+                continue;
             }
-            max = cmax;
-        }
-        let w = &mut scores[..n];
-        for x in w.iter_mut() {
-            *x -= max;
-        }
-        exp_nonpositive(w);
-        for (j, &wj) in w.iter().enumerate() {
-            denom += wj;
-            (kern.axpy)(wj, &kv.v[bases[j]..bases[j] + hd], acc);
+            let qi = &t.q[i * hd..(i + 1) * hd];
+            let ai = &mut acc[i * hd..(i + 1) * hd];
+            let w = &mut scores[..ni];
+            let mut cmax = f32::NEG_INFINITY;
+            for (s, &b) in w.iter_mut().zip(&bases) {
+                *s = dot(qi, &t.kv.k[b..b + hd]) * t.scale;
+                cmax = cmax.max(*s);
+            }
+            if cmax > max[i] {
+                if denom[i] > 0.0 {
+                    let f = (max[i] - cmax).exp();
+                    denom[i] *= f;
+                    ai.iter_mut().for_each(|a| *a *= f);
+                }
+                max[i] = cmax;
+            }
+            for x in w.iter_mut() {
+                *x -= max[i];
+            }
+            exp_nonpositive(w);
+            for (&wj, &b) in w.iter().zip(&bases) {
+                denom[i] += wj;
+                axpy(wj, &t.kv.v[b..b + hd], ai);
+            }
         }
         p0 += n;
     }
-    if denom > 0.0 {
-        (kern.scale)(1.0 / denom, acc);
+    for i in 0..nq {
+        if denom[i] > 0.0 {
+            let r = 1.0 / denom[i];
+            acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= r);
+        }
     }
+}
+
+/// [`attend_tile_with`] on the portable dot and axpy.
+pub fn attend_tile_reference(t: &AttendTile<'_>, acc: &mut [f32]) {
+    attend_tile_with(
+        t,
+        acc,
+        crate::cpu::matmul::dot_plain,
+        crate::cpu::simd::scalar::axpy,
+    );
 }
 
 /// `x = exp(x)` for `x <= 0` (NaN stays NaN), written so the loop
 /// vectorizes: x = n·ln 2 + r with integer n (exponent bits) and
 /// |r| <= ln 2 / 2 (a degree-7 polynomial); ln 2 is split in two (Cody-Waite)
 /// so r keeps full precision. Relative error below 3e-7.
+#[inline(always)]
 fn exp_nonpositive(xs: &mut [f32]) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -315,6 +434,156 @@ mod tests {
         let want = dense(&q, &k, &v, shape, ctx - new);
         for (a, b) in want.iter().zip(&out) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    /// A random cache of `ctx` positions in a reversed block table.
+    struct Cache {
+        k: Vec<f32>,
+        v: Vec<f32>,
+        ck: Vec<f32>,
+        cv: Vec<f32>,
+        table: Vec<u32>,
+    }
+
+    fn random_cache(rng: &mut rand::rngs::StdRng, ctx: usize, row: usize, bs: usize) -> Cache {
+        let k: Vec<f32> = (0..ctx * row)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let v: Vec<f32> = (0..ctx * row)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let blocks = ctx.div_ceil(bs);
+        let table: Vec<u32> = (0..blocks as u32).rev().collect();
+        let slots: Vec<usize> = (0..ctx)
+            .map(|p| table[p / bs] as usize * bs + p % bs)
+            .collect();
+        let mut ck = vec![f32::NAN; blocks * bs * row];
+        let mut cv = vec![f32::NAN; blocks * bs * row];
+        write_kv(&mut ck, &mut cv, &slots, &k, &v);
+        Cache {
+            k,
+            v,
+            ck,
+            cv,
+            table,
+        }
+    }
+
+    #[test]
+    fn a_query_gets_the_same_bits_alone_as_in_any_tile_and_batch() {
+        // Two sequences, 9 query heads on 3 KV heads (SmolLM2's shape), one
+        // prefilling 13 tokens (several tiles, a ragged last one) and one
+        // decoding; then every token again alone.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let shape = AttentionShape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+            scale: 0.125,
+        };
+        let (bs, row, qd) = (16, 3 * 64, 9 * 64);
+        let a = random_cache(&mut rng, 77, row, bs);
+        let b = random_cache(&mut rng, 40, row, bs);
+        let (na, nb) = (13, 1);
+        let q: Vec<f32> = (0..(na + nb) * qd)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let va = KvLayerView {
+            k: &a.ck,
+            v: &a.cv,
+            block_size: bs,
+        };
+        let vb = KvLayerView {
+            k: &b.ck,
+            v: &b.cv,
+            block_size: bs,
+        };
+        // Both sequences share one cache in the engine; here each has its
+        // own, so run them as two calls over the same q/out layout.
+        let seq_a = SeqAttention {
+            q_start: 0,
+            q_len: na,
+            context_len: 77,
+            block_table: &a.table,
+        };
+        let seq_b = SeqAttention {
+            q_start: na,
+            q_len: nb,
+            context_len: 40,
+            block_table: &b.table,
+        };
+        let mut out_a = vec![f32::NAN; q.len()];
+        paged_attention(&q, &va, &[seq_a], shape, &mut out_a);
+        let mut out_b = vec![f32::NAN; q.len()];
+        paged_attention(&q, &vb, &[seq_b], shape, &mut out_b);
+        // Unowned rows are zero.
+        assert!(out_a[na * qd..].iter().all(|&x| x == 0.0));
+        assert!(out_b[..na * qd].iter().all(|&x| x == 0.0));
+        let want = dense(&q[..na * qd], &a.k, &a.v, shape, 77 - na);
+        for (x, y) in want.iter().zip(&out_a[..na * qd]) {
+            assert!((x - y).abs() < 2e-5, "{x} vs {y}");
+        }
+        for t in 0..na {
+            let one = SeqAttention {
+                q_start: 0,
+                q_len: 1,
+                context_len: 77 - na + t + 1,
+                block_table: &a.table,
+            };
+            let mut o = vec![0f32; qd];
+            paged_attention(&q[t * qd..(t + 1) * qd], &va, &[one], shape, &mut o);
+            assert_eq!(
+                o.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                out_a[t * qd..(t + 1) * qd]
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>(),
+                "token {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kernel_table_attends_like_dense_attention() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(33);
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 1,
+            head_dim: 40,
+            scale: 0.2,
+        };
+        let (bs, row) = (8, 40);
+        let c = random_cache(&mut rng, 70, row, bs);
+        let n = 6;
+        let q: Vec<f32> = (0..n * 4 * 40)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let view = KvLayerView {
+            k: &c.ck,
+            v: &c.cv,
+            block_size: bs,
+        };
+        let want = dense(&q, &c.k, &c.v, shape, 70 - n);
+        for kern in crate::cpu::simd::Kernels::available() {
+            for t in 0..n {
+                let lens = vec![70 - n + t + 1; 4];
+                let tile = AttendTile {
+                    q: &q[t * 160..(t + 1) * 160],
+                    lens: &lens,
+                    kv: view,
+                    block_table: &c.table,
+                    kv_head: 0,
+                    kv_heads: 1,
+                    head_dim: 40,
+                    scale: 0.2,
+                };
+                let mut acc = vec![f32::NAN; 160];
+                (kern.attend_tile)(&tile, &mut acc);
+                for (x, y) in want[t * 160..(t + 1) * 160].iter().zip(&acc) {
+                    assert!((x - y).abs() < 2e-5, "{}: {x} vs {y}", kern.isa);
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::{Isa, Kernels};
+use crate::cpu::attention::AttendTile;
 use crate::cpu::quant::{BlockQ8, QK};
 
 pub(super) static KERNELS: Kernels = Kernels {
@@ -32,6 +33,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     axpy: axpy_w,
     scale: scale_w,
     silu_mul: silu_mul_w,
+    attend_tile: attend_tile_w,
     prepare_q4: None,
     dot_q4_0p: None,
     dot_q4_1p: None,
@@ -72,6 +74,7 @@ safe_wrappers! {
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
     silu_mul_w => silu_mul[gate: &mut [f32], up: &[f32]];
+    attend_tile_w => attend_tile[t: &AttendTile<'_>, acc: &mut [f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
 }
 
@@ -298,6 +301,18 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (yv, &xv) in y[i..n].iter_mut().zip(&x[i..n]) {
         *yv += a * xv;
     }
+}
+
+/// The attention tile on this table's dot and axpy.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_tile(t: &AttendTile<'_>, acc: &mut [f32]) {
+    crate::cpu::attention::attend_tile_with(
+        t,
+        acc,
+        // Closures inherit this function's target features: direct calls.
+        |a, b| dot_plain(a, b),
+        |w, x, y| axpy(w, x, y),
+    );
 }
 
 /// The portable body, vectorized by the compiler for this table's features.

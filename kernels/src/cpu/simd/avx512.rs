@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{f16_bits, f16x8, hsum, hsum4, ld16b, ld32b, ldq, nibbles};
 use super::{Isa, Kernels, GEMM_T_LANES, PREPARED_Q4_BLOCK};
+use crate::cpu::attention::AttendTile;
 use crate::cpu::quant::{BlockQ8, QK};
 
 pub(super) static KERNELS: Kernels = Kernels {
@@ -32,6 +33,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     axpy: axpy_w,
     scale: scale_w,
     silu_mul: silu_mul_w,
+    attend_tile: attend_tile_w,
     prepare_q4: Some(prepare_q4_w),
     dot_q4_0p: Some(dot_q4_0p_w),
     dot_q4_1p: Some(dot_q4_1p_w),
@@ -73,6 +75,7 @@ safe_wrappers! {
     axpy_w => axpy[a: f32, x: &[f32], y: &mut [f32]];
     scale_w => scale[a: f32, y: &mut [f32]];
     silu_mul_w => silu_mul[gate: &mut [f32], up: &[f32]];
+    attend_tile_w => attend_tile[t: &AttendTile<'_>, acc: &mut [f32]];
     gemm_rows_w => gemm_rows[x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     gemm_t_w => gemm_t[xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
@@ -258,6 +261,18 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     if i < n {
         st_tail(y, i, _mm512_fmadd_ps(av, ld_tail(x, i), ld_tail(y, i)));
     }
+}
+
+/// The attention tile on this table's dot and axpy.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn attend_tile(t: &AttendTile<'_>, acc: &mut [f32]) {
+    crate::cpu::attention::attend_tile_with(
+        t,
+        acc,
+        // Closures inherit this function's target features: direct calls.
+        |a, b| dot_plain(a, b),
+        |w, x, y| axpy(w, x, y),
+    );
 }
 
 /// The portable body, vectorized by the compiler for this table's features.

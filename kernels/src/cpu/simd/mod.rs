@@ -230,6 +230,8 @@ pub struct Kernels {
     pub scale: fn(f32, &mut [f32]),
     /// `gate = silu(gate) * up` over the shorter length.
     pub silu_mul: fn(&mut [f32], &[f32]),
+    /// One tile of paged attention (see [`crate::cpu::attention::AttendTile`]).
+    pub attend_tile: fn(&crate::cpu::attention::AttendTile<'_>, &mut [f32]),
     /// Exact-mode Q4 activations in a table-specific layout (see
     /// [`PreparedQ4Dot`]); `None` where plain [`F32Dot`]s are as fast.
     pub prepare_q4: Option<PrepareQ4>,

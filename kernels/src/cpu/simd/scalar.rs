@@ -3,7 +3,7 @@
 
 use super::{Isa, Kernels};
 use crate::cpu::weight::{dequantize_row, WeightDType};
-use crate::cpu::{activation, matmul, quant};
+use crate::cpu::{activation, attention, matmul, quant};
 
 pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,
@@ -26,6 +26,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     axpy,
     scale,
     silu_mul: activation::silu_mul_reference,
+    attend_tile: attention::attend_tile_reference,
     prepare_q4: None,
     dot_q4_0p: None,
     dot_q4_1p: None,
