@@ -1,11 +1,28 @@
 //! Element-wise activations and softmax.
 
+use rayon::prelude::*;
+
 use super::simd::Kernels;
+
+/// Elements from which [`silu_mul_inplace`] splits the work across threads
+/// (a batch's worth: below it, waking the pool costs more than it saves).
+const SILU_PAR_MIN: usize = 1 << 16;
+/// Elements per parallel piece.
+const SILU_PAR_CHUNK: usize = 1 << 14;
 
 /// `gate = silu(gate) * up`, the SwiGLU feed-forward's middle, on the best
 /// kernel table (vectorized `exp` where the CPU has AVX2 or AVX-512).
 pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
-    (Kernels::get().silu_mul)(gate, up);
+    let f = Kernels::get().silu_mul;
+    let n = gate.len().min(up.len());
+    if n < SILU_PAR_MIN {
+        f(gate, up);
+        return;
+    }
+    gate[..n]
+        .par_chunks_mut(SILU_PAR_CHUNK)
+        .zip(up[..n].par_chunks(SILU_PAR_CHUNK))
+        .for_each(|(g, u)| f(g, u));
 }
 
 /// Reference [`silu_mul_inplace`] on the C library's `exp`.
@@ -129,6 +146,15 @@ mod tests {
                 }
             }
         }
+        // Long enough to go parallel: the same values.
+        let big: Vec<f32> = (0..SILU_PAR_MIN + 77)
+            .map(|i| (i % 2000) as f32 * 0.01 - 10.0)
+            .collect();
+        let ups = vec![0.5f32; big.len()];
+        let (mut par, mut one) = (big.clone(), big);
+        silu_mul_inplace(&mut par, &ups);
+        (Kernels::get().silu_mul)(&mut one, &ups);
+        assert_eq!(par, one);
         // Too-short `up`: only the common prefix changes.
         let mut g = vec![1.0f32; 20];
         (Kernels::get().silu_mul)(&mut g, &[1.0; 3]);
