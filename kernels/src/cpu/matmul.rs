@@ -16,7 +16,10 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::quant::{BlockQ8, QK};
-use super::simd::{prefetch, GemmT, Kernels, PreparedQ4Dot, GEMM_T_LANES, PREPARED_Q4_BLOCK};
+use super::simd::{
+    prefetch, GemmT, Kernels, PreparedQ4Dot, PreparedQ4Rows, GEMM_T_LANES, PREPARED_Q4_BLOCK,
+    PREPARED_Q4_MAX_ROWS,
+};
 use super::weight::{WeightDType, WeightMatrix};
 
 /// How activations meet quantized weights.
@@ -84,7 +87,7 @@ pub fn matmul_with(
         return;
     }
     let fast = mode == ActivationMode::Fast && w.dtype.is_quantized();
-    if m >= gemm_min_rows(w.dtype, fast) {
+    if m >= gemm_min_rows(kern, w.dtype, fast) {
         let xq;
         let x = if fast {
             xq = quantize_dequantize(kern, x, m, k);
@@ -102,6 +105,15 @@ pub fn matmul_with(
             (kern.quantize_q8)(xr, qr);
         }
         run_rows(m, w, out, |row, r| dot(row, &xq[r * kb..(r + 1) * kb]));
+    } else if let (Some(prep), Some(rows), 2..=PREPARED_Q4_MAX_ROWS) =
+        (kern.prepare_q4, prepared_q4_rows(kern, w.dtype), m)
+    {
+        let pk = k / QK * PREPARED_Q4_BLOCK;
+        let mut xp = vec![0f32; m * pk];
+        for (xr, pr) in x.chunks_exact(k).zip(xp.chunks_exact_mut(pk)) {
+            prep(xr, pr);
+        }
+        run_rows_together(m, w, out, |row, o| rows(row, &xp, o));
     } else if let (Some(prep), Some(dot)) = (kern.prepare_q4, prepared_q4_dot(kern, w.dtype)) {
         let pk = k / QK * PREPARED_Q4_BLOCK;
         let mut xp = vec![0f32; m * pk];
@@ -148,7 +160,7 @@ pub fn matmul_many_with(
         && parts.len() > 1
         && parts.iter().all(|(w, _)| {
             let fast = mode == ActivationMode::Fast && w.dtype.is_quantized();
-            w.cols > 0 && w.rows > 0 && 1 < gemm_min_rows(w.dtype, fast)
+            w.cols > 0 && w.rows > 0 && 1 < gemm_min_rows(kern, w.dtype, fast)
         });
     if !single_pass {
         for (w, out) in parts.iter_mut() {
@@ -258,6 +270,46 @@ fn dot_rows(w: &WeightMatrix<'_>, j0: usize, o: &mut [f32], dot: impl Fn(&[u8]) 
     }
 }
 
+/// The table's exact Q4 dot of one weight row against a few prepared
+/// activation rows at once, if it has one.
+fn prepared_q4_rows(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Rows> {
+    match dtype {
+        WeightDType::Q4_0 => kern.dot_q4_0p_rows,
+        WeightDType::Q4_1 => kern.dot_q4_1p_rows,
+        _ => None,
+    }
+}
+
+/// Like [`run_rows`] for a few input rows, with `dots(weight_row, out)`
+/// filling one output per input row from a single pass over the weight row.
+fn run_rows_together<F>(m: usize, w: &WeightMatrix<'_>, out: &mut [f32], dots: F)
+where
+    F: Fn(&[u8], &mut [f32]) + Sync,
+{
+    let n = w.rows;
+    let rb = w.row_bytes();
+    // Compute per weight byte grows with m, so tasks are sized as for m = 1.
+    let rpt = decode_rows_per_task(n, rb);
+    let ahead = (PREFETCH_BYTES / rb.max(1)).max(1);
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(rpt * m).enumerate().for_each(|(c, tc)| {
+        let j0 = c * rpt;
+        let end = (j0 + tc.len() / m) * rb;
+        for (i, tr) in tc.chunks_exact_mut(m).enumerate() {
+            let p = (j0 + i + ahead) * rb;
+            if PREFETCH_BYTES > 0 && p < end {
+                prefetch(&w.data[p..(p + rb).min(end)]);
+            }
+            dots(w.row(j0 + i), tr);
+        }
+    });
+    for (j, tr) in t.chunks_exact(m).enumerate() {
+        for (r, &v) in tr.iter().enumerate() {
+            out[r * n + j] = v;
+        }
+    }
+}
+
 /// The table's exact Q4 dot on prepared activations, if it has one.
 fn prepared_q4_dot(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Dot> {
     match dtype {
@@ -272,8 +324,16 @@ fn prepared_q4_dot(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Dot> 
 /// win while the per-row decoding they repeat costs less than the block
 /// product's one-off dequantization of the weights to f32 (measured at
 /// SmolLM2-135M's shapes with `kernels_bench --sweep`).
-fn gemm_min_rows(dtype: WeightDType, fast: bool) -> usize {
+fn gemm_min_rows(kern: &Kernels, dtype: WeightDType, fast: bool) -> usize {
     match (dtype, fast) {
+        // Several rows per weight-block decode: row dots stay ahead up to
+        // the kernel's row count (at 2-4 rows the block product's
+        // dequantization of every weight costs more than it saves).
+        (WeightDType::Q4_0 | WeightDType::Q4_1, false)
+            if prepared_q4_rows(kern, dtype).is_some() =>
+        {
+            PREPARED_Q4_MAX_ROWS + 1
+        }
         // Nothing to dequantize: the register tiles win at once.
         (WeightDType::F32, _) => 2,
         // Cheap to decode inside a dot.
@@ -752,6 +812,50 @@ mod tests {
                                 "{} {:?} {mode:?} m={m}",
                                 kern.isa,
                                 w.dtype
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_q4_rows_of_a_small_batch_equal_each_row_alone_bit_for_bit() {
+        // Batch invariance: 2..=4 input rows share one weight-block decode
+        // but must give each row exactly what it gets alone. k = 160 has an
+        // odd block count (the kernel's remainder block).
+        for &(n, k) in &[(50, 128), (37, 160)] {
+            let w = random(n * k, 500);
+            for dtype in [WeightDType::Q4_0, WeightDType::Q4_1] {
+                let bytes = encode(dtype, &w, k);
+                let wm = WeightMatrix::new(dtype, n, k, &bytes).unwrap();
+                for m in 2..=PREPARED_Q4_MAX_ROWS {
+                    let x = random(m * k, 600 + m as u64);
+                    // Tables without the several-rows kernel use the block
+                    // product from two rows on, which rounds differently.
+                    for kern in
+                        Kernels::available().filter(|k| prepared_q4_rows(k, dtype).is_some())
+                    {
+                        let mut batch = vec![0f32; m * n];
+                        matmul_with(kern, &x, m, &wm, &mut batch, ActivationMode::Exact);
+                        for r in 0..m {
+                            let mut one = vec![0f32; n];
+                            matmul_with(
+                                kern,
+                                &x[r * k..(r + 1) * k],
+                                1,
+                                &wm,
+                                &mut one,
+                                ActivationMode::Exact,
+                            );
+                            let bits =
+                                |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(&one),
+                                bits(&batch[r * n..(r + 1) * n]),
+                                "{} {dtype:?} m={m} row {r}",
+                                kern.isa
                             );
                         }
                     }

@@ -37,6 +37,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     prepare_q4: Some(prepare_q4_w),
     dot_q4_0p: Some(dot_q4_0p_w),
     dot_q4_1p: Some(dot_q4_1p_w),
+    dot_q4_0p_rows: Some(dot_q4_0p_rows_w),
+    dot_q4_1p_rows: Some(dot_q4_1p_rows_w),
     gemm_rows: gemm_rows_w,
     gemm_nr: NR,
     gemm_t: Some(gemm_t_w),
@@ -80,6 +82,8 @@ safe_wrappers! {
     gemm_t_w => gemm_t[xt: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]];
     dot_q4_0p_w => dot_q4p::<false>[row: &[u8], xp: &[f32]] -> f32;
     dot_q4_1p_w => dot_q4p::<true>[row: &[u8], xp: &[f32]] -> f32;
+    dot_q4_0p_rows_w => dot_q4p_rows::<false>[row: &[u8], xp: &[f32], out: &mut [f32]];
+    dot_q4_1p_rows_w => dot_q4p_rows::<true>[row: &[u8], xp: &[f32], out: &mut [f32]];
 }
 
 const F32: u8 = 0;
@@ -428,6 +432,58 @@ fn dot_q4p<const Q4_1: bool>(row: &[u8], xp: &[f32]) -> f32 {
     }
     let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     _mm512_reduce_add_ps(v)
+}
+
+/// [`dot_q4p`] of one weight row against `out.len()` (1..=4) prepared
+/// activation rows laid end to end in `xp`: each block is decoded once for
+/// all of them. Per row the accumulators, their order and the final sum are
+/// exactly `dot_q4p`'s, so every output equals the one-row dot bit for bit.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_q4p_rows<const Q4_1: bool>(row: &[u8], xp: &[f32], out: &mut [f32]) {
+    match out.len() {
+        0 => {}
+        1 => dot_q4p_m::<Q4_1, 1>(row, xp, out),
+        2 => dot_q4p_m::<Q4_1, 2>(row, xp, out),
+        3 => dot_q4p_m::<Q4_1, 3>(row, xp, out),
+        _ => dot_q4p_m::<Q4_1, 4>(row, xp, out),
+    }
+}
+
+/// [`dot_q4p_rows`] for exactly `M` rows (registers, fully unrolled).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_q4p_m<const Q4_1: bool, const M: usize>(row: &[u8], xp: &[f32], out: &mut [f32]) {
+    let stride = xp.len() / out.len().max(1);
+    let lut = super::f16_lut();
+    let bb = if Q4_1 { 20 } else { 18 };
+    let nb = (row.len() / bb).min(stride / PREPARED_Q4_BLOCK);
+    let xs: [&[f32]; M] =
+        std::array::from_fn(|r| &xp[r * stride..r * stride + nb * PREPARED_Q4_BLOCK]);
+    let mut acc = [[_mm512_setzero_ps(); 4]; M];
+    let mut b = 0;
+    while b + 2 <= nb {
+        for j in 0..2 {
+            let [wl, wh] = q4_prepared_weights::<Q4_1>(lut, &row[(b + j) * bb..(b + j + 1) * bb]);
+            let o = (b + j) * PREPARED_Q4_BLOCK;
+            for r in 0..M {
+                acc[r][2 * j] = _mm512_fmadd_ps(wl, ld(xs[r], o), acc[r][2 * j]);
+                acc[r][2 * j + 1] = _mm512_fmadd_ps(wh, ld(xs[r], o + 16), acc[r][2 * j + 1]);
+            }
+        }
+        b += 2;
+    }
+    if b < nb {
+        let [wl, wh] = q4_prepared_weights::<Q4_1>(lut, &row[b * bb..(b + 1) * bb]);
+        let o = b * PREPARED_Q4_BLOCK;
+        for r in 0..M {
+            acc[r][0] = _mm512_fmadd_ps(wl, ld(xs[r], o), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(wh, ld(xs[r], o + 16), acc[r][1]);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        let v = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        *o = _mm512_reduce_add_ps(v);
+    }
 }
 
 // ---------------------------------------------------------------- fast (VNNI) dots

@@ -178,6 +178,13 @@ pub type PrepareQ4 = fn(&[f32], &mut [f32]);
 /// row lets the AVX-512 kernel unpack nibbles with two shifts and two table
 /// permutes per block.
 pub type PreparedQ4Dot = fn(&[u8], &[f32]) -> f32;
+/// Most input rows one [`PreparedQ4Rows`] call takes.
+pub const PREPARED_Q4_MAX_ROWS: usize = 4;
+/// A table's [`PreparedQ4Dot`] of one weight row against `out.len()`
+/// (at most [`PREPARED_Q4_MAX_ROWS`]) prepared activation rows laid end to
+/// end in `xp`, decoding each weight block once; each output equals the
+/// one-row dot bit for bit (batch invariance).
+pub type PreparedQ4Rows = fn(row: &[u8], xp: &[f32], out: &mut [f32]);
 /// Block product for prefill: with `m = x.len() / k` input rows and
 /// `c = w.len()` weight rows (each `k` little-endian f32, any alignment),
 /// `out[r * c + j] = x[r] · w[j]`. `out` holds at least `m * c`.
@@ -239,6 +246,10 @@ pub struct Kernels {
     pub dot_q4_0p: Option<PreparedQ4Dot>,
     /// Exact-mode Q4_1 row · prepared activations.
     pub dot_q4_1p: Option<PreparedQ4Dot>,
+    /// Exact-mode Q4_0 row · up to [`PREPARED_Q4_MAX_ROWS`] prepared rows.
+    pub dot_q4_0p_rows: Option<PreparedQ4Rows>,
+    /// Exact-mode Q4_1 row · up to [`PREPARED_Q4_MAX_ROWS`] prepared rows.
+    pub dot_q4_1p_rows: Option<PreparedQ4Rows>,
     /// Prefill block product (see [`GemmRows`]).
     pub gemm_rows: GemmRows,
     /// Weight rows per [`GemmRows`] register tile: callers group rows by it.

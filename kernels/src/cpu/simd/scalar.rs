@@ -30,6 +30,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     prepare_q4: None,
     dot_q4_0p: None,
     dot_q4_1p: None,
+    dot_q4_0p_rows: None,
+    dot_q4_1p_rows: None,
     gemm_rows,
     gemm_nr: 4,
     gemm_t: None,
