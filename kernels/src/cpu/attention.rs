@@ -172,7 +172,7 @@ pub fn paged_attention(
 }
 
 /// Positions scored together: one exp pass and one max update per chunk.
-const CHUNK: usize = 32;
+pub(crate) const CHUNK: usize = 32;
 
 /// Online-softmax attention of a tile's query vectors on a table's `dot`
 /// and `axpy` (the SIMD tables inline theirs; the exp pass vectorizes
@@ -541,6 +541,62 @@ mod tests {
                     .collect::<Vec<_>>(),
                 "token {t}"
             );
+        }
+    }
+
+    #[test]
+    fn every_head_size_and_mixed_lengths_in_one_tile_match_dense_attention() {
+        // Head sizes the AVX-512 tile specializes (multiples of 16 up to 128)
+        // and two it leaves to the portable tile; one tile mixes 15 queries
+        // of five tokens (three heads each) with different causal lengths,
+        // read through the second of two KV heads.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        for hd in [16, 32, 48, 64, 80, 96, 112, 128, 40, 136] {
+            let shape = AttentionShape {
+                heads: 6,
+                kv_heads: 2,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            let (bs, ctx, n) = (16, 83, 5);
+            let row = 2 * hd;
+            let c = random_cache(&mut rng, ctx, row, bs);
+            let q: Vec<f32> = (0..n * 6 * hd)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let view = KvLayerView {
+                k: &c.ck,
+                v: &c.cv,
+                block_size: bs,
+            };
+            let want = dense(&q, &c.k, &c.v, shape, ctx - n);
+            let mut qs = Vec::new();
+            let mut lens = Vec::new();
+            for t in 0..n {
+                qs.extend_from_slice(&q[(t * 6 + 3) * hd..(t * 6 + 6) * hd]);
+                lens.extend([ctx - n + t + 1; 3]);
+            }
+            for kern in crate::cpu::simd::Kernels::available() {
+                let tile = AttendTile {
+                    q: &qs,
+                    lens: &lens,
+                    kv: view,
+                    block_table: &c.table,
+                    kv_head: 1,
+                    kv_heads: 2,
+                    head_dim: hd,
+                    scale: shape.scale,
+                };
+                let mut acc = vec![f32::NAN; qs.len()];
+                (kern.attend_tile)(&tile, &mut acc);
+                for t in 0..n {
+                    let w = &want[(t * 6 + 3) * hd..(t * 6 + 6) * hd];
+                    let a = &acc[t * 3 * hd..(t + 1) * 3 * hd];
+                    for (x, y) in w.iter().zip(a) {
+                        assert!((x - y).abs() < 2e-5, "{} hd {hd}: {x} vs {y}", kern.isa);
+                    }
+                }
+            }
         }
     }
 

@@ -270,6 +270,9 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 /// The attention tile on this table's dot and axpy.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn attend_tile(t: &AttendTile<'_>, acc: &mut [f32]) {
+    if super::avx512_attention::attend_tile_vec(t, acc) {
+        return;
+    }
     crate::cpu::attention::attend_tile_with(
         t,
         acc,

@@ -71,6 +71,8 @@ macro_rules! block_sum {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_attention;
 pub mod scalar;
 #[cfg(test)]
 mod tests;

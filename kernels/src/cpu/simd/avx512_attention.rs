@@ -1,0 +1,248 @@
+//! AVX-512 attention tile for head sizes of 16..=128 in steps of 16.
+//!
+//! The portable tile (`attend_tile_with`) runs one dot with a horizontal
+//! sum per (query, position) and an axpy through memory per position, whose
+//! store-to-load chain on the accumulator bounds it. Here a query's vectors
+//! stay in registers: scores of 16 positions come from 16 partial-product
+//! vectors folded by one transpose-add tree, and the weighted V rows
+//! accumulate in two register sets (even and odd positions) so the FMAs
+//! pipeline. The chunking, the running max and the exp are the portable
+//! tile's, and each query's arithmetic depends only on its own vector and
+//! length, never on the tile it lands in.
+
+use std::arch::x86_64::*;
+
+use crate::cpu::attention::{AttendTile, CHUNK, MAX_TILE_QUERIES};
+
+/// Runs the tile if its head size is a multiple of 16 up to 128; `false`
+/// leaves it to the caller.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn attend_tile_vec(t: &AttendTile<'_>, acc: &mut [f32]) -> bool {
+    match t.head_dim {
+        16 => tile::<1>(t, acc),
+        32 => tile::<2>(t, acc),
+        48 => tile::<3>(t, acc),
+        64 => tile::<4>(t, acc),
+        80 => tile::<5>(t, acc),
+        96 => tile::<6>(t, acc),
+        112 => tile::<7>(t, acc),
+        128 => tile::<8>(t, acc),
+        _ => return false,
+    }
+    true
+}
+
+/// 16 f32 from `x[i..i + 16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld(x: &[f32], i: usize) -> __m512 {
+    let s = &x[i..i + 16];
+    // SAFETY: `s` holds 16 f32; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_ps(s.as_ptr()) }
+}
+
+/// Stores 16 f32 to `y[i..i + 16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn st(y: &mut [f32], i: usize, v: __m512) {
+    let s = &mut y[i..i + 16];
+    // SAFETY: `s` holds 16 f32; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+}
+
+/// `exp(x)` for `x <= 0` lane by lane, as the portable tile's
+/// `exp_nonpositive` computes it (x = n·ln 2 + r, degree-7 polynomial in r;
+/// NaN stays NaN), with fused multiply-adds.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn exp_nonpositive_ps(x: __m512) -> __m512 {
+    let xc = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    let e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    // max() mapped NaN to -87: put NaN lanes back.
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    _mm512_mask_mov_ps(e, nan, x)
+}
+
+/// Lane `j` = the sum of the 16 lanes of `p[j]`: three rounds of
+/// shuffle-and-add halve the lanes per vector while doubling the vectors
+/// per register, then one permute restores the order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn sum16(p: &[__m512; 16]) -> __m512 {
+    // u[i]: 256-bit halves added; chunks [p2i, p2i, p2i+1, p2i+1] (8 lanes each).
+    let u: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (p[2 * i], p[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        )
+    });
+    // w[i]: chunk c holds p[4i + c] folded to 4 lanes.
+    let w: [__m512; 4] = std::array::from_fn(|i| {
+        let (a, b) = (u[2 * i], u[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
+    });
+    let x0 = _mm512_add_ps(
+        _mm512_unpacklo_ps(w[0], w[1]),
+        _mm512_unpackhi_ps(w[0], w[1]),
+    );
+    let x1 = _mm512_add_ps(
+        _mm512_unpacklo_ps(w[2], w[3]),
+        _mm512_unpackhi_ps(w[2], w[3]),
+    );
+    // Lane 4c + r now holds the sum of p[4r + c].
+    let z = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x44>(x0, x1),
+        _mm512_shuffle_ps::<0xEE>(x0, x1),
+    );
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, z)
+}
+
+/// The tile for head size `16 * V`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile<const V: usize>(t: &AttendTile<'_>, acc: &mut [f32]) {
+    let hd = 16 * V;
+    let row = t.kv_heads * hd;
+    let bs = t.kv.block_size.max(1);
+    let nq = t.lens.len().min(MAX_TILE_QUERIES).min(t.q.len() / hd);
+    acc.fill(0.0);
+    let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
+    let mut denom = [0f32; MAX_TILE_QUERIES];
+    let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
+    let empty: &[f32] = &[];
+    let mut krows = [empty; CHUNK];
+    let mut vrows = [empty; CHUNK];
+    let mut scores = [0f32; CHUNK];
+    let mut p0 = 0;
+    while p0 < len {
+        let n = CHUNK.min(len - p0);
+        for j in 0..n {
+            let p = p0 + j;
+            let b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
+            krows[j] = &t.kv.k[b..b + hd];
+            vrows[j] = &t.kv.v[b..b + hd];
+        }
+        // The next chunk's rows start streaming in while this one computes:
+        // a decoding sequence's K/V come from DRAM once per step, and one
+        // query's dots alone would wait on every line.
+        for p in p0 + n..(p0 + n + CHUNK).min(len) {
+            let b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
+            if let (Some(k), Some(v)) = (t.kv.k.get(b..b + hd), t.kv.v.get(b..b + hd)) {
+                super::prefetch(bytemuck::cast_slice(k));
+                super::prefetch(bytemuck::cast_slice(v));
+            }
+        }
+        for i in 0..nq {
+            let ni = t.lens[i].saturating_sub(p0).min(n);
+            if ni == 0 {
+                continue;
+            }
+            let qi = &t.q[i * hd..(i + 1) * hd];
+            let qv: [__m512; V] = std::array::from_fn(|v| ld(qi, 16 * v));
+            let mut cmax = f32::NEG_INFINITY;
+            let mut sv = [_mm512_setzero_ps(); CHUNK / 16];
+            let mut masks = [0u16; CHUNK / 16];
+            for (g, (sg, mg)) in sv.iter_mut().zip(&mut masks).enumerate() {
+                let j0 = 16 * g;
+                if j0 >= ni {
+                    break;
+                }
+                let gn = 16.min(ni - j0);
+                let mut parts = [_mm512_setzero_ps(); 16];
+                for (j, part) in parts.iter_mut().enumerate().take(gn) {
+                    let k = krows[j0 + j];
+                    let mut s = _mm512_mul_ps(qv[0], ld(k, 0));
+                    for (v, &qv) in qv.iter().enumerate().skip(1) {
+                        s = _mm512_fmadd_ps(qv, ld(k, 16 * v), s);
+                    }
+                    *part = s;
+                }
+                *sg = _mm512_mul_ps(sum16(&parts), _mm512_set1_ps(t.scale));
+                *mg = if gn == 16 { 0xffff } else { (1u16 << gn) - 1 };
+                cmax = cmax.max(_mm512_mask_reduce_max_ps(*mg, *sg));
+            }
+            let ai = &mut acc[i * hd..(i + 1) * hd];
+            if cmax > max[i] {
+                if denom[i] > 0.0 {
+                    let f = (max[i] - cmax).exp();
+                    denom[i] *= f;
+                    let fv = _mm512_set1_ps(f);
+                    for v in 0..V {
+                        st(ai, 16 * v, _mm512_mul_ps(fv, ld(ai, 16 * v)));
+                    }
+                }
+                max[i] = cmax;
+            }
+            let mv = _mm512_set1_ps(max[i]);
+            let mut dsum = _mm512_setzero_ps();
+            for (g, (&sg, &mg)) in sv.iter().zip(&masks).enumerate() {
+                if mg == 0 {
+                    break;
+                }
+                let w = _mm512_maskz_mov_ps(mg, exp_nonpositive_ps(_mm512_sub_ps(sg, mv)));
+                dsum = _mm512_add_ps(dsum, w);
+                st(&mut scores, 16 * g, w);
+            }
+            denom[i] += _mm512_reduce_add_ps(dsum);
+            let w = &scores[..ni];
+            // Two register sets: even and odd positions, added at the end.
+            let mut a0: [__m512; V] = std::array::from_fn(|v| ld(ai, 16 * v));
+            let mut a1 = [_mm512_setzero_ps(); V];
+            let mut j = 0;
+            while j + 2 <= ni {
+                let (w0, w1) = (_mm512_set1_ps(w[j]), _mm512_set1_ps(w[j + 1]));
+                let (v0, v1) = (vrows[j], vrows[j + 1]);
+                for v in 0..V {
+                    a0[v] = _mm512_fmadd_ps(w0, ld(v0, 16 * v), a0[v]);
+                    a1[v] = _mm512_fmadd_ps(w1, ld(v1, 16 * v), a1[v]);
+                }
+                j += 2;
+            }
+            if j < ni {
+                let w0 = _mm512_set1_ps(w[j]);
+                for (v, a) in a0.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(w0, ld(vrows[j], 16 * v), *a);
+                }
+            }
+            for v in 0..V {
+                st(ai, 16 * v, _mm512_add_ps(a0[v], a1[v]));
+            }
+        }
+        p0 += n;
+    }
+    for i in 0..nq {
+        if denom[i] > 0.0 {
+            let r = _mm512_set1_ps(1.0 / denom[i]);
+            let ai = &mut acc[i * hd..(i + 1) * hd];
+            for v in 0..V {
+                st(ai, 16 * v, _mm512_mul_ps(r, ld(ai, 16 * v)));
+            }
+        }
+    }
+}
