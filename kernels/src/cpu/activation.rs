@@ -75,7 +75,11 @@ pub(crate) fn exp_poly(x: f32) -> f32 {
     // n is in [-126, 128]: 2^n fits the exponent field except at 128, where
     // the clamp keeps p·2^127·2 finite by splitting the power in two.
     let half = (n * 0.5).floor();
-    let pow = |e: f32| f32::from_bits(((e as i32 + 127) as u32) << 23);
+    // 2^e for integer e in [-63, 64]: e + 127 lands in the low mantissa bits
+    // of e + 127 + 2^23, and the shift moves it into the exponent field. The
+    // same bits as `(e as i32 + 127) << 23`, but without the saturating
+    // float-to-int cast, which compiles to scalar code per lane.
+    let pow = |e: f32| f32::from_bits((e + (127.0 + 8_388_608.0)).to_bits() << 23);
     p * pow(half) * pow(n - half)
 }
 
