@@ -6,8 +6,8 @@
 //! each sequence's cache through its block table.
 
 use factory_kernels::cpu::{
-    self, apply_rope, matmul, matmul_many, norm::rms_norm_inplace, paged_attention, rms_norm,
-    silu_mul_inplace, ActivationMode, AttentionShape, RopeTable, SeqAttention,
+    self, matmul, matmul_many, norm::rms_norm_inplace, paged_attention, rms_norm, silu_mul_inplace,
+    ActivationMode, AttentionShape, RopeAngles, RopeTable, SeqAttention,
 };
 
 use crate::config::ModelConfig;
@@ -204,6 +204,7 @@ impl Model {
             head_dim: cfg.head_dim,
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
         };
+        let angles = RopeAngles::new(&positions, &self.rope);
         let mut hn = vec![0f32; t * h];
         let mut q = vec![0f32; t * qd];
         let mut k = vec![0f32; t * kvd];
@@ -233,14 +234,8 @@ impl Model {
             if let Some(w) = &lw.k_norm {
                 rms_norm_inplace(&mut k, w, cfg.rms_norm_eps);
             }
-            apply_rope(&mut q, cfg.num_heads, cfg.head_dim, &positions, &self.rope);
-            apply_rope(
-                &mut k,
-                cfg.num_kv_heads,
-                cfg.head_dim,
-                &positions,
-                &self.rope,
-            );
+            angles.apply(&mut q, cfg.num_heads, cfg.head_dim);
+            angles.apply(&mut k, cfg.num_kv_heads, cfg.head_dim);
             {
                 let layer = &mut cache.layers[li];
                 cpu::attention::write_kv(&mut layer.k, &mut layer.v, &slots, &k, &v);

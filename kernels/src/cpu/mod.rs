@@ -13,6 +13,6 @@ pub use activation::{silu_mul_inplace, softmax_inplace};
 pub use attention::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
 pub use matmul::{matmul, matmul_many, ActivationMode};
 pub use norm::rms_norm;
-pub use rope::{apply_rope, RopeStyle, RopeTable};
+pub use rope::{apply_rope, RopeAngles, RopeStyle, RopeTable};
 pub use simd::{Isa, Kernels};
 pub use weight::{WeightDType, WeightError, WeightMatrix};
