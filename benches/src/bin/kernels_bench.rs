@@ -2,6 +2,7 @@
 //! machine's DRAM read bandwidth.
 //!
 //! `cargo run --release -p factory-benches --bin kernels_bench [-- --quick]`
+//! (`--attention`: paged attention alone, decode batches and prefill chunks)
 //!
 //! m=1 (decode) rotates through enough copies of each weight matrix to spill
 //! every cache level ("cold", as in a real forward pass where the whole model
@@ -176,6 +177,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--sweep") {
         m_sweep(reps, min);
+        return;
+    }
+    if std::env::args().any(|a| a == "--attention") {
+        attention(reps, min);
         return;
     }
     #[cfg(feature = "compare-gemm")]
@@ -409,7 +414,7 @@ fn kernel_table(reps: usize, min: Duration) {
 /// row dots to the block product.
 fn m_sweep(reps: usize, min: Duration) {
     let mut rng = Rng(11);
-    let ms = [1usize, 2, 3, 4, 6, 8, 16, 64];
+    let ms = [1usize, 2, 3, 4, 6, 8, 16, 32, 64, 512];
     print!("{:<18} {:<5} {:<5}", "shape", "dtype", "mode");
     for m in ms {
         print!(" {:>9}", format!("m={m}"));
@@ -417,7 +422,7 @@ fn m_sweep(reps: usize, min: Duration) {
     println!("   (us per call; per input row in brackets is t/m)");
     for &(name, n, k) in &SHAPES[..4] {
         let w = rng.vec(n * k);
-        let x = rng.vec(64 * k);
+        let x = rng.vec(512 * k);
         for dtype in [
             WeightDType::F32,
             WeightDType::BF16,
@@ -591,6 +596,76 @@ fn overhead(reps: usize, min: Duration) {
             gbs(outside),
             us(inside),
             gbs(inside)
+        );
+    }
+}
+
+/// Paged attention alone at SmolLM2-135M's shape (9 heads, 3 KV heads of
+/// 64): decode steps of many sequences (one new token each) and prefill
+/// chunks, as GFLOP/s (QK and PV) and the K/V bytes each call reads.
+fn attention(reps: usize, min: Duration) {
+    use factory_kernels::cpu::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
+    let shape = AttentionShape {
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+        scale: 0.125,
+    };
+    let (bs, qd, row) = (16, 9 * 64, 3 * 64);
+    let mut rng = Rng(3);
+    println!(
+        "{:<34} | {:>9} {:>8} {:>9}",
+        "case", "time", "GFLOP/s", "K/V GB/s"
+    );
+    // (label, sequences, new tokens each, context each)
+    let cases = [
+        ("decode 1 seq, ctx 192", 1, 1, 192usize),
+        ("decode 32 seqs, ctx 192", 32, 1, 192),
+        ("decode 64 seqs, ctx 192", 64, 1, 192),
+        ("decode 8 seqs, ctx 2048", 8, 1, 2048),
+        ("prefill 4 x 128 tokens", 4, 128, 128),
+        ("prefill 1 x 512 tokens", 1, 512, 512),
+    ];
+    for (label, nseq, new, ctx) in cases {
+        let blocks_per_seq = ctx.div_ceil(bs);
+        let blocks = nseq * blocks_per_seq;
+        let k = rng.vec(blocks * bs * row);
+        let v = rng.vec(blocks * bs * row);
+        let q = rng.vec(nseq * new * qd);
+        // Each sequence's blocks interleaved with the others', as a busy cache.
+        let tables: Vec<Vec<u32>> = (0..nseq)
+            .map(|s| (0..blocks_per_seq).map(|b| (b * nseq + s) as u32).collect())
+            .collect();
+        let seqs: Vec<SeqAttention<'_>> = tables
+            .iter()
+            .enumerate()
+            .map(|(s, t)| SeqAttention {
+                q_start: s * new,
+                q_len: new,
+                context_len: ctx,
+                block_table: t,
+            })
+            .collect();
+        let view = KvLayerView {
+            k: &k,
+            v: &v,
+            block_size: bs,
+        };
+        let mut out = vec![0f32; q.len()];
+        let t = time_it(reps, min, || {
+            paged_attention(&q, &view, &seqs, shape, &mut out);
+            black_box(&out);
+        });
+        // Query i of a chunk sees ctx - new + i + 1 positions.
+        let seen: usize = (0..new).map(|i| ctx - new + i + 1).sum::<usize>() * nseq;
+        let flops = 4.0 * seen as f64 * qd as f64;
+        let kv_bytes = 2.0 * (nseq * ctx * row * 4) as f64;
+        println!(
+            "{:<34} | {:>7.1}us {:>8.1} {:>9.1}",
+            label,
+            us(t),
+            flops / t.as_secs_f64() / 1e9,
+            kv_bytes / t.as_secs_f64() / 1e9
         );
     }
 }

@@ -1,9 +1,11 @@
 //! Single-stream prefill and decode speed of a model on this machine, beside
 //! the memory-bandwidth floor (weight bytes read per token / DRAM bandwidth).
 //!
-//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N] [--only exact|fast|f32]`
+//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N] [--only exact|fast|f32] [--batch N]`
 //! With no --model, benchmarks the default model (Q4_1) in exact and fast
-//! mode and its f32 form.
+//! mode and its f32 form. `--batch N` adds batched decode: N sequences with
+//! `--prompt` tokens of context each, one new token each per step (the
+//! engine's steady state under load), in ms per step and tokens/s.
 
 use std::time::Instant;
 
@@ -18,6 +20,8 @@ struct Opts {
     reps: usize,
     /// Only the variants whose name contains this (e.g. `exact`, `fast`, `f32`).
     only: Option<String>,
+    /// Sequences of the batched decode run (none without `--batch`).
+    batch: Option<usize>,
 }
 
 fn parse() -> anyhow::Result<Opts> {
@@ -27,6 +31,7 @@ fn parse() -> anyhow::Result<Opts> {
         decode: 64,
         reps: 3,
         only: None,
+        batch: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -37,6 +42,7 @@ fn parse() -> anyhow::Result<Opts> {
             "--decode" => o.decode = val()?.parse()?,
             "--reps" => o.reps = val()?.parse()?,
             "--only" => o.only = Some(val()?),
+            "--batch" => o.batch = Some(val()?.parse()?),
             "--bench" => {} // passed by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -84,6 +90,53 @@ fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64,
         )?;
     }
     Ok((prefill, t1.elapsed().as_secs_f64() / decode.max(1) as f64))
+}
+
+/// Seconds per decode step of `n` sequences, each with `prompt` tokens of
+/// context (filled by one batched prefill first), over `decode` steps.
+fn run_batch(model: &Model, n: usize, prompt: usize, decode: usize) -> anyhow::Result<f64> {
+    let vocab = model.config.vocab_size as u32;
+    let per_seq = (prompt + decode).div_ceil(16);
+    let mut cache = KvCache::new(&model.config, 16, n * per_seq);
+    let tables: Vec<Vec<u32>> = (0..n)
+        .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
+        .collect();
+    let prompts: Vec<Vec<u32>> = (0..n as u32)
+        .map(|s| {
+            (0..prompt as u32)
+                .map(|i| (i * 7919 + s * 104_729 + 13) % vocab)
+                .collect()
+        })
+        .collect();
+    // Prefill in chunks of a few sequences, as the engine's token budget would.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
+        let batch: Vec<SeqInput<'_>> = chunk
+            .iter()
+            .map(|&s| SeqInput {
+                tokens: &prompts[s],
+                start_pos: 0,
+                block_table: &tables[s],
+                logits: LogitsRequest::Last,
+            })
+            .collect();
+        model.forward(&batch, &mut cache)?;
+    }
+    let t = Instant::now();
+    for i in 0..decode {
+        let toks: Vec<[u32; 1]> = (0..n as u32)
+            .map(|s| [(i as u32 * 31 + s * 17 + 7) % vocab])
+            .collect();
+        let batch: Vec<SeqInput<'_>> = (0..n)
+            .map(|s| SeqInput {
+                tokens: &toks[s],
+                start_pos: prompt + i,
+                block_table: &tables[s],
+                logits: LogitsRequest::Last,
+            })
+            .collect();
+        model.forward(&batch, &mut cache)?;
+    }
+    Ok(t.elapsed().as_secs_f64() / decode.max(1) as f64)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -147,6 +200,27 @@ fn main() -> anyhow::Result<()> {
             floor / d * 100.0,
             o.prompt as f64 / p
         );
+    }
+    if let Some(n) = o.batch {
+        println!();
+        println!(
+            "batched decode: {n} sequences, {} tokens of context each, {} steps, median of {}",
+            o.prompt, o.decode, o.reps
+        );
+        println!("| variant | ms/step | ms/token | tok/s |");
+        println!("|---|---|---|---|");
+        for (name, model) in &variants {
+            let steps: Vec<f64> = (0..o.reps)
+                .map(|_| run_batch(model, n, o.prompt, o.decode))
+                .collect::<anyhow::Result<_>>()?;
+            let d = median(steps);
+            println!(
+                "| {name} | {:.2} | {:.3} | {:.1} |",
+                d * 1e3,
+                d * 1e3 / n as f64,
+                n as f64 / d
+            );
+        }
     }
     Ok(())
 }
