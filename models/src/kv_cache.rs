@@ -5,6 +5,7 @@
 //! this type only holds the memory.
 
 use factory_kernels::cpu::KvLayerView;
+use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 
@@ -35,9 +36,10 @@ impl KvCache {
             num_blocks,
             kv_dim,
             layers: (0..cfg.num_layers)
+                .into_par_iter()
                 .map(|_| LayerKv {
-                    k: vec![0.0; n],
-                    v: vec![0.0; n],
+                    k: committed_zeros(n),
+                    v: committed_zeros(n),
                 })
                 .collect(),
         }
@@ -78,3 +80,37 @@ impl KvCache {
         }
     }
 }
+
+/// `n` zeros whose memory is mapped now. A fresh allocation of this size is
+/// mapped lazily, page by page on first write, and those faults (~2 µs per
+/// 4 KiB) would land inside engine steps as sequences first reach each
+/// block: a tenth of a batched decode step's time until the cache had been
+/// used once. On Linux the range is also offered to transparent huge pages
+/// (fewer faults now, fewer TLB misses when attention gathers blocks).
+fn committed_zeros(n: usize) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    advise_huge_pages(&mut v);
+    // Through black_box: the compiler knows the allocation is zeroed and
+    // would drop a plain fill.
+    std::hint::black_box(&mut v[..]).fill(0.0);
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(v: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = v.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if hi > lo {
+        // SAFETY: [lo, hi) lies inside `v`'s allocation, which we own; the
+        // advice changes how pages are backed, never their contents (the
+        // range is still untouched zeros) or its validity.
+        unsafe {
+            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_: &mut [f32]) {}
