@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use super::quant::{BlockQ8, QK};
 use super::simd::{
-    prefetch, GemmT, Kernels, PreparedQ4Dot, PreparedQ4Rows, GEMM_T_LANES, PREPARED_Q4_BLOCK,
-    PREPARED_Q4_MAX_ROWS,
+    prefetch, prefetch_l2, GemmT, Kernels, PreparedQ4Dot, PreparedQ4Rows, GEMM_T_LANES,
+    PREPARED_Q4_BLOCK, PREPARED_Q4_MAX_ROWS,
 };
 use super::weight::{WeightDType, WeightMatrix};
 
@@ -565,6 +565,13 @@ fn gemm_tasks<F>(
                     for (i, d) in deq.chunks_exact_mut(k).enumerate() {
                         dq(w.row(j0 + i), d);
                     }
+                    // The rows a next task of this thread likely takes
+                    // stream in while this one computes: in a batched decode
+                    // step every weight comes from DRAM once, and the
+                    // dequantization would otherwise wait on each line.
+                    let next = ((j0 + cols) * w.row_bytes()).min(w.data.len());
+                    let end = (next + cols * w.row_bytes()).min(w.data.len());
+                    prefetch_l2(&w.data[next..end]);
                     deq.chunks_exact(k).map(bytemuck::cast_slice).collect()
                 }
                 None => (j0..j0 + cols).map(|j| w.row(j)).collect(),

@@ -616,21 +616,33 @@ fn dequant_q8_0(row: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Each block's 16 possible values (`d·n + m`, or `(n - 8)·d`) in one
+/// register, looked up per element by `vpermps`, which reads only the low
+/// four bits of each index: the zero-extended bytes index the low nibbles
+/// as they are and, shifted right by 4, the high ones. The same products as
+/// scaling each element (bit for bit), with no int-to-float converts.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn dequant_q4<const Q4_1: bool>(row: &[u8], out: &mut [f32]) {
     let lut = super::f16_lut();
     let bb = if Q4_1 { 20 } else { 18 };
+    let nib = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
+    let nib8 = _mm512_sub_ps(nib, _mm512_set1_ps(8.0));
     for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
         let d = f16x16(lut, blk, 0);
-        let [w0, w1] = q4_ps::<Q4_1>(blk, bb - 16);
-        if Q4_1 {
-            let m = f16x16(lut, blk, 2);
-            st(o, 0, _mm512_fmadd_ps(d, w0, m));
-            st(o, 16, _mm512_fmadd_ps(d, w1, m));
+        let table = if Q4_1 {
+            _mm512_fmadd_ps(d, nib, f16x16(lut, blk, 2))
         } else {
-            st(o, 0, _mm512_mul_ps(d, w0));
-            st(o, 16, _mm512_mul_ps(d, w1));
-        }
+            _mm512_mul_ps(d, nib8)
+        };
+        let bytes = _mm512_cvtepu8_epi32(ld16b(blk, bb - 16));
+        st(o, 0, _mm512_permutexvar_ps(bytes, table));
+        st(
+            o,
+            16,
+            _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(bytes), table),
+        );
     }
 }
 
@@ -701,6 +713,8 @@ unsafe fn tile_t(xt: *const f32, wp: [*const f32; JT], k: usize) -> [[__m512; 2]
 
 /// Input rows per register tile.
 const MR: usize = 6;
+/// Most of `k` one pass of register tiles covers (see `gemm_rows`).
+const KC: usize = 768;
 /// Weight rows per register tile.
 const NR: usize = 4;
 
@@ -716,35 +730,46 @@ fn gemm_rows(x: &[f32], k: usize, w: &[&[u8]], out: &mut [f32]) {
         w.iter().all(|r| r.len() >= 4 * k),
         "gemm_rows: short weight row"
     );
-    // Input rows outer: an MR-row block of x stays in L1 while the weight
-    // rows (hot in L2) stream past it.
-    let mut r0 = 0;
-    while r0 < m {
-        let mr = MR.min(m - r0);
-        let xp = |t: usize| x[(r0 + t.min(mr - 1)) * k..].as_ptr();
-        for j0 in (0..c).step_by(NR) {
-            let nr = NR.min(c - j0);
-            // A short last group repeats its last row; those results are dropped.
-            let wp: [*const f32; NR] =
-                std::array::from_fn(|t| w[j0 + t.min(nr - 1)].as_ptr().cast());
-            let mut res = [[0f32; NR]; MR];
-            // SAFETY: every `xp` row starts a whole row of `k` f32 inside `x`;
-            // every `wp` row has at least `4k` bytes (checked above).
-            unsafe {
-                match mr {
-                    6 => tile_into::<6>(&xp, wp, k, &mut res),
-                    5 => tile_into::<5>(&xp, wp, k, &mut res),
-                    4 => tile_into::<4>(&xp, wp, k, &mut res),
-                    3 => tile_into::<3>(&xp, wp, k, &mut res),
-                    2 => tile_into::<2>(&xp, wp, k, &mut res),
-                    _ => tile_into::<1>(&xp, wp, k, &mut res),
+    // Long rows go in panels of KC: an MR-row block of x and NR weight rows
+    // of one panel fit L1 together (whole rows of k = 1536 do not, and the
+    // tile then streams both from L2). Within a panel, input rows outer: the
+    // x block stays in L1 while the weight rows (hot in L2) stream past it.
+    for kc0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - kc0);
+        let mut r0 = 0;
+        while r0 < m {
+            let mr = MR.min(m - r0);
+            let xp = |t: usize| x[(r0 + t.min(mr - 1)) * k + kc0..].as_ptr();
+            for j0 in (0..c).step_by(NR) {
+                let nr = NR.min(c - j0);
+                // A short last group repeats its last row; those results are dropped.
+                let wp: [*const f32; NR] =
+                    std::array::from_fn(|t| w[j0 + t.min(nr - 1)][4 * kc0..].as_ptr().cast());
+                let mut res = [[0f32; NR]; MR];
+                // SAFETY: every `xp` row has `kc` f32 left inside its row of
+                // `x` from `kc0`; every `wp` row has at least `4k` bytes
+                // (checked above), so `kc` f32 from `kc0`.
+                unsafe {
+                    match mr {
+                        6 => tile_into::<6>(&xp, wp, kc, &mut res),
+                        5 => tile_into::<5>(&xp, wp, kc, &mut res),
+                        4 => tile_into::<4>(&xp, wp, kc, &mut res),
+                        3 => tile_into::<3>(&xp, wp, kc, &mut res),
+                        2 => tile_into::<2>(&xp, wp, kc, &mut res),
+                        _ => tile_into::<1>(&xp, wp, kc, &mut res),
+                    }
+                }
+                for (t, rr) in res.iter().enumerate().take(mr) {
+                    let o = &mut out[(r0 + t) * c + j0..][..nr];
+                    if kc0 == 0 {
+                        o.copy_from_slice(&rr[..nr]);
+                    } else {
+                        o.iter_mut().zip(rr).for_each(|(o, r)| *o += r);
+                    }
                 }
             }
-            for (t, rr) in res.iter().enumerate().take(mr) {
-                out[(r0 + t) * c + j0..][..nr].copy_from_slice(&rr[..nr]);
-            }
+            r0 += mr;
         }
-        r0 += mr;
     }
 }
 

@@ -518,6 +518,8 @@ fn block_product_matches_scalar_dots() {
             (13, 8, 576),
             (12, 6, 17),
             (5, 1, 1541),
+            // Three k panels (the last partial) over several row tiles.
+            (8, 7, 1600),
         ] {
             let x = random(&mut r, m * kk);
             let w = random(&mut r, c * kk);
