@@ -63,11 +63,7 @@ impl KvCache {
     /// Read-only view of one layer for the attention kernel.
     pub fn layer_view(&self, layer: usize) -> KvLayerView<'_> {
         let l = &self.layers[layer];
-        KvLayerView {
-            k: &l.k,
-            v: &l.v,
-            block_size: self.block_size,
-        }
+        KvLayerView::f32(&l.k, &l.v, self.block_size)
     }
 
     /// Copies block `src` to block `dst` in every layer (copy-on-write for

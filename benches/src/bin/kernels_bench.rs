@@ -646,11 +646,7 @@ fn attention(reps: usize, min: Duration) {
                 block_table: t,
             })
             .collect();
-        let view = KvLayerView {
-            k: &k,
-            v: &v,
-            block_size: bs,
-        };
+        let view = KvLayerView::f32(&k, &v, bs);
         let mut out = vec![0f32; q.len()];
         let t = time_it(reps, min, || {
             paged_attention(&q, &view, &seqs, shape, &mut out);
