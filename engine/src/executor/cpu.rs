@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use factory_models::{KvCache, LogitsRequest, Model, SeqInput};
+use factory_models::{KvCache, KvDType, LogitsRequest, Model, SeqInput};
 
 use super::{Batch, Capabilities, Executor, ExecutorError, StepOutput};
 
@@ -58,7 +58,7 @@ impl CpuExecutor {
 
     /// Bytes of K/V memory one block takes for `model`.
     pub fn bytes_per_block(model: &Model, block_size: usize) -> usize {
-        KvCache::bytes_per_block(&model.config, block_size)
+        KvCache::bytes_per_block(&model.config, block_size, KvDType::F32)
     }
 }
 
