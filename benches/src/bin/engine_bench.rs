@@ -23,7 +23,7 @@ use factory_engine::{
 use factory_kernels::cpu::ActivationMode;
 use factory_models::bundle::ModelBundle;
 use factory_models::tokenizer::Tokenizer;
-use factory_models::{default_model, Model};
+use factory_models::{default_model, KvDType, Model};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -394,7 +394,9 @@ fn run_workload(sh: &Shared, o: &Opts, w: Workload) -> anyhow::Result<()> {
 /// The checks against the engine's targets.
 fn summarize(runs: &[Run], sh: &Shared, o: &Opts) {
     let Some(last) = runs.last() else { return };
-    let kv_mib = (last.kv_blocks * CpuExecutor::bytes_per_block(&sh.model, o.block_size)) as f64
+    let kv_mib = (last.kv_blocks
+        * CpuExecutor::bytes_per_block(&sh.model, o.block_size, KvDType::F32))
+        as f64
         / (1 << 20) as f64;
     println!();
     println!(

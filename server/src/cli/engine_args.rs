@@ -8,7 +8,7 @@ use factory_engine::executor::{CudaExecutorOptions, Executor};
 use factory_engine::{CpuExecutor, EngineConfig, EngineCore, EngineHandle, SchedulerConfig};
 use factory_models::bundle::ModelBundle;
 use factory_models::tokenizer::Tokenizer;
-use factory_models::{Model, ModelConfig};
+use factory_models::{KvDType, Model, ModelConfig};
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -268,6 +268,7 @@ pub fn start_engine_with_context(
                     args.block_size,
                     bytes,
                     args.max_num_seqs.saturating_mul(max_len),
+                    KvDType::F32,
                 )
                 .context("sizing the KV cache")?,
             )
