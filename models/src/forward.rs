@@ -6,7 +6,7 @@
 //! each sequence's cache through its block table.
 
 use factory_kernels::cpu::{
-    self, matmul, matmul_many, norm::rms_norm_inplace, paged_attention, rms_norm, silu_mul_inplace,
+    matmul, matmul_many, norm::rms_norm_inplace, paged_attention, rms_norm, silu_mul_inplace,
     ActivationMode, AttentionShape, RopeAngles, RopeTable, SeqAttention,
 };
 
@@ -236,10 +236,7 @@ impl Model {
             }
             angles.apply(&mut q, cfg.num_heads, cfg.head_dim);
             angles.apply(&mut k, cfg.num_kv_heads, cfg.head_dim);
-            {
-                let layer = &mut cache.layers[li];
-                cpu::attention::write_kv(&mut layer.k, &mut layer.v, &slots, &k, &v);
-            }
+            cache.layers[li].write(&slots, &k, &v);
             paged_attention(&q, &cache.layer_view(li), &seqs, shape, &mut attn);
             matmul(&attn, t, &lw.wo.matrix(), &mut o, mode);
             add_inplace(&mut x, &o);

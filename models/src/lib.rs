@@ -15,6 +15,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Family, ModelConfig};
+pub use factory_kernels::cpu::KvDType;
 pub use forward::{ForwardError, ForwardOutput, LogitsRequest, Model, SeqInput};
 pub use kv_cache::KvCache;
 pub use loader::{open_model, LoadError, ModelFormat, OpenedModel};

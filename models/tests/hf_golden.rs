@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use factory_kernels::cpu::ActivationMode;
-use factory_models::{open_model, KvCache, LogitsRequest, Model, SeqInput};
+use factory_models::{open_model, KvCache, KvDType, LogitsRequest, Model, SeqInput};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -76,11 +76,22 @@ fn run_case(
     block_size: usize,
     chunk: usize,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    run_case_with(model, case, block_size, chunk, KvDType::F32)
+}
+
+/// [`run_case`] over a `dtype` KV cache.
+fn run_case_with(
+    model: &Model,
+    case: &Case,
+    block_size: usize,
+    chunk: usize,
+    dtype: KvDType,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let total = case.prompt_ids.len() + case.decode_ids.len();
     let blocks = total.div_ceil(block_size);
     // Physical blocks in reverse order with gaps, so layout bugs show.
     let table: Vec<u32> = (0..blocks).map(|i| (2 * (blocks - i)) as u32).collect();
-    let mut cache = KvCache::new(&model.config, block_size, 2 * blocks + 2);
+    let mut cache = KvCache::with_dtype(&model.config, block_size, 2 * blocks + 2, dtype);
     let mut prefill = Vec::new();
     for (c, ids) in case.prompt_ids.chunks(chunk).enumerate() {
         let out = model
@@ -133,6 +144,37 @@ fn prefill_and_decode_logits_match_transformers_for_every_family() {
             }
         }
     }
+}
+
+/// `|got - want| / |want|` (L2 norms).
+fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+#[test]
+fn an_f16_kv_cache_stays_close_to_the_f32_cache_for_every_family() {
+    // Prefill rows attend to themselves through the cache too, so both
+    // prefill and decode logits carry the f16 rounding of K/V.
+    let mut worst = 0f64;
+    for name in FIXTURES {
+        let (model, exp) = load(name);
+        for case in &exp.cases {
+            let (p32, d32) = run_case(&model, case, 16, usize::MAX);
+            let (p16, d16) = run_case_with(&model, case, 16, usize::MAX, KvDType::F16);
+            for (a, b) in p16.iter().chain(&d16).zip(p32.iter().chain(&d32)) {
+                let r = relative_l2(a, b);
+                assert!(r < 2e-3, "{name}: relative L2 {r}");
+                worst = worst.max(r);
+            }
+        }
+    }
+    eprintln!("f16 vs f32 KV cache on the fixtures: largest relative L2 difference {worst:.1e}");
 }
 
 #[test]

@@ -31,7 +31,7 @@
 //! path = "default"               # the same weights again, with other limits
 //! id = "smollm2-short"
 //! max_max_tokens = 256
-//! engine = { kv_cache_memory = "256MiB", max_num_seqs = 8, backend = "cpu" }
+//! engine = { kv_cache_memory = "256MiB", max_num_seqs = 8, backend = "cpu", kv_cache_dtype = "f16" }
 //!
 //! [auth]
 //! regions = ["us-east-1"]       # optional allow-list
@@ -153,6 +153,8 @@ pub struct ModelEntry {
 pub struct EngineSection {
     /// KV cache memory: bytes (`4GiB`, `512MiB`) or a share of available memory (`10%`).
     pub kv_cache_memory: Option<String>,
+    /// CPU backend: KV cache element type, `f32` or `f16` (`--kv-cache-dtype`).
+    pub kv_cache_dtype: Option<String>,
     /// Tokens per KV block.
     pub block_size: Option<usize>,
     /// Sequences running at once.
@@ -244,6 +246,10 @@ impl FileConfig {
                     return Err(format!("{at}: {key} must be at least 1"));
                 }
             }
+            if let Some(d) = &e.engine.kv_cache_dtype {
+                d.parse::<factory_models::KvDType>()
+                    .map_err(|err| format!("{at}: engine.kv_cache_dtype: {err}"))?;
+            }
             if let (Some(d), Some(max)) = (e.default_max_tokens, e.max_max_tokens) {
                 if d > max {
                     return Err(format!(
@@ -321,6 +327,7 @@ mod tests {
         assert_eq!(c.models[0].engine.max_num_seqs, Some(32));
         assert_eq!(c.models[1].max_max_tokens, Some(256));
         assert_eq!(c.models[1].engine.backend.as_deref(), Some("cpu"));
+        assert_eq!(c.models[1].engine.kv_cache_dtype.as_deref(), Some("f16"));
         assert_eq!(
             c.service_config().request_timeout,
             std::time::Duration::from_secs(600)
@@ -343,6 +350,19 @@ mod tests {
             FileConfig::parse("[[models]]\ndefault_max_tokens = 9\nmax_max_tokens = 8\n").is_err()
         );
         assert!(FileConfig::parse("request_timeout = 0").is_err());
+    }
+
+    #[test]
+    fn an_unknown_kv_cache_dtype_is_a_config_error() {
+        let ok = "[[models]]\nengine = { kv_cache_dtype = \"f16\" }\n";
+        assert!(FileConfig::parse(ok).is_ok());
+        let e =
+            FileConfig::parse("[[models]]\nid = \"m\"\nengine = { kv_cache_dtype = \"bf16\" }\n")
+                .unwrap_err();
+        assert!(
+            e.contains("entry 1 (m)") && e.contains("kv_cache_dtype") && e.contains("f32 or f16"),
+            "{e}"
+        );
     }
 
     #[test]

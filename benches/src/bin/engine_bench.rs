@@ -3,7 +3,7 @@
 //! finished, and report output tokens/s, latency, time to first token and how
 //! much of each step is spent outside the model.
 //!
-//! `cargo run --release -p factory-benches --bin engine_bench -- [--model PATH] [--workload fixed|mixed|both] [--concurrency 1,2,4,8,16,32,64] [--prompt 128] [--output 128] [--block-size 16] [--kv-blocks N] [--max-batched-tokens 512] [--max-num-seqs N] [--shared-prefix N] [--seed 0] [--no-prefix-caching] [--quick]`
+//! `cargo run --release -p factory-benches --bin engine_bench -- [--model PATH] [--workload fixed|mixed|both] [--concurrency 1,2,4,8,16,32,64] [--prompt 128] [--output 128] [--block-size 16] [--kv-blocks N] [--kv-cache-dtype f32|f16] [--max-batched-tokens 512] [--max-num-seqs N] [--shared-prefix N] [--seed 0] [--no-prefix-caching] [--quick]`
 //!
 //! `--quick` (a smoke run) means concurrency 1,4 and 32 output tokens.
 //! Every request is greedy with `ignore_eos`, so it generates exactly its
@@ -23,7 +23,7 @@ use factory_engine::{
 use factory_kernels::cpu::ActivationMode;
 use factory_models::bundle::ModelBundle;
 use factory_models::tokenizer::Tokenizer;
-use factory_models::{default_model, Model};
+use factory_models::{default_model, KvDType, Model};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -54,6 +54,7 @@ struct Opts {
     mixed_output_max: usize,
     block_size: usize,
     kv_blocks: Option<usize>,
+    kv_dtype: KvDType,
     max_batched_tokens: usize,
     max_num_seqs: Option<usize>,
     shared_prefix: usize,
@@ -79,6 +80,7 @@ fn parse() -> anyhow::Result<Opts> {
     let mut output = None;
     let mut block_size = 16;
     let mut kv_blocks = None;
+    let mut kv_dtype = KvDType::F32;
     let mut max_batched_tokens = 512;
     let mut max_num_seqs = None;
     let mut shared_prefix = 0;
@@ -103,6 +105,7 @@ fn parse() -> anyhow::Result<Opts> {
             "--output" => output = Some(val()?.parse()?),
             "--block-size" => block_size = val()?.parse()?,
             "--kv-blocks" => kv_blocks = Some(val()?.parse()?),
+            "--kv-cache-dtype" => kv_dtype = val()?.parse()?,
             "--max-batched-tokens" => max_batched_tokens = val()?.parse()?,
             "--max-num-seqs" => max_num_seqs = Some(val()?.parse()?),
             "--shared-prefix" => shared_prefix = val()?.parse()?,
@@ -140,6 +143,7 @@ fn parse() -> anyhow::Result<Opts> {
         mixed_output_max: if quick { 32 } else { MIXED_OUTPUT.1 },
         block_size,
         kv_blocks,
+        kv_dtype,
         max_batched_tokens,
         max_num_seqs,
         shared_prefix,
@@ -250,7 +254,8 @@ fn run_level(sh: &Shared, o: &Opts, reqs: &[Req]) -> anyhow::Result<Run> {
         .map(|r| (r.prompt.len() + r.output).div_ceil(o.block_size))
         .sum();
     let kv_blocks = o.kv_blocks.unwrap_or(needed);
-    let executor = CpuExecutor::new(sh.model.clone(), o.block_size, kv_blocks);
+    let executor =
+        CpuExecutor::with_kv_dtype(sh.model.clone(), o.block_size, kv_blocks, o.kv_dtype);
     let mut core = EngineCore::new(
         Box::new(executor),
         sh.tokenizer.clone(),
@@ -394,8 +399,9 @@ fn run_workload(sh: &Shared, o: &Opts, w: Workload) -> anyhow::Result<()> {
 /// The checks against the engine's targets.
 fn summarize(runs: &[Run], sh: &Shared, o: &Opts) {
     let Some(last) = runs.last() else { return };
-    let kv_mib = (last.kv_blocks * CpuExecutor::bytes_per_block(&sh.model, o.block_size)) as f64
-        / (1 << 20) as f64;
+    let kv_mib =
+        (last.kv_blocks * CpuExecutor::bytes_per_block(&sh.model, o.block_size, o.kv_dtype)) as f64
+            / (1 << 20) as f64;
     println!();
     println!(
         "- largest run, c={}: {} KV blocks ({kv_mib:.0} MiB); prefix-cache hits {} of {} prompt tokens looked up",
@@ -466,7 +472,8 @@ fn main() -> anyhow::Result<()> {
         eos_ids: bundle.eos_token_ids,
     };
     println!(
-        "engine: CPU executor, block size {}, max {} batched tokens/step, max seqs {}, KV blocks {}, prefix caching {}",
+        "engine: CPU executor, KV cache {}, block size {}, max {} batched tokens/step, max seqs {}, KV blocks {}, prefix caching {}",
+        o.kv_dtype,
         o.block_size,
         o.max_batched_tokens,
         o.max_num_seqs

@@ -2,7 +2,8 @@
 //! machine's DRAM read bandwidth.
 //!
 //! `cargo run --release -p factory-benches --bin kernels_bench [-- --quick]`
-//! (`--attention`: paged attention alone, decode batches and prefill chunks)
+//! (`--attention`: paged attention alone over f32 and f16 KV caches, decode
+//! batches and prefill chunks)
 //!
 //! m=1 (decode) rotates through enough copies of each weight matrix to spill
 //! every cache level ("cold", as in a real forward pass where the whole model
@@ -602,9 +603,12 @@ fn overhead(reps: usize, min: Duration) {
 
 /// Paged attention alone at SmolLM2-135M's shape (9 heads, 3 KV heads of
 /// 64): decode steps of many sequences (one new token each) and prefill
-/// chunks, as GFLOP/s (QK and PV) and the K/V bytes each call reads.
+/// chunks, as GFLOP/s (QK and PV) and the K/V bytes each call reads, over an
+/// f32 and an f16 cache of the same values.
 fn attention(reps: usize, min: Duration) {
-    use factory_kernels::cpu::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
+    use factory_kernels::cpu::{
+        paged_attention, write_kv, AttentionShape, KvDType, KvLayerView, SeqAttention,
+    };
     let shape = AttentionShape {
         heads: 9,
         kv_heads: 3,
@@ -614,8 +618,8 @@ fn attention(reps: usize, min: Duration) {
     let (bs, qd, row) = (16, 9 * 64, 3 * 64);
     let mut rng = Rng(3);
     println!(
-        "{:<34} | {:>9} {:>8} {:>9}",
-        "case", "time", "GFLOP/s", "K/V GB/s"
+        "{:<26} | {:>9} {:>8} {:>9} | {:>9} {:>8} {:>9} | {:>7}",
+        "case", "f32 time", "GFLOP/s", "K/V GB/s", "f16 time", "GFLOP/s", "K/V GB/s", "f16/f32"
     );
     // (label, sequences, new tokens each, context each)
     let cases = [
@@ -631,6 +635,10 @@ fn attention(reps: usize, min: Duration) {
         let blocks = nseq * blocks_per_seq;
         let k = rng.vec(blocks * bs * row);
         let v = rng.vec(blocks * bs * row);
+        let slots: Vec<usize> = (0..blocks * bs).collect();
+        let mut hk = vec![half::f16::ZERO; k.len()];
+        let mut hv = vec![half::f16::ZERO; v.len()];
+        write_kv(&mut hk, &mut hv, &slots, &k, &v);
         let q = rng.vec(nseq * new * qd);
         // Each sequence's blocks interleaved with the others', as a busy cache.
         let tables: Vec<Vec<u32>> = (0..nseq)
@@ -646,26 +654,36 @@ fn attention(reps: usize, min: Duration) {
                 block_table: t,
             })
             .collect();
-        let view = KvLayerView {
-            k: &k,
-            v: &v,
-            block_size: bs,
-        };
-        let mut out = vec![0f32; q.len()];
-        let t = time_it(reps, min, || {
-            paged_attention(&q, &view, &seqs, shape, &mut out);
-            black_box(&out);
-        });
         // Query i of a chunk sees ctx - new + i + 1 positions.
         let seen: usize = (0..new).map(|i| ctx - new + i + 1).sum::<usize>() * nseq;
         let flops = 4.0 * seen as f64 * qd as f64;
-        let kv_bytes = 2.0 * (nseq * ctx * row * 4) as f64;
+        let mut cols = Vec::new();
+        let mut times = Vec::new();
+        for dtype in KvDType::ALL {
+            let view = match dtype {
+                KvDType::F32 => KvLayerView::f32(&k, &v, bs),
+                KvDType::F16 => KvLayerView::f16(&hk, &hv, bs),
+            };
+            let mut out = vec![0f32; q.len()];
+            let t = time_it(reps, min, || {
+                paged_attention(&q, &view, &seqs, shape, &mut out);
+                black_box(&out);
+            });
+            let kv_bytes = 2.0 * (nseq * ctx * row * dtype.bytes()) as f64;
+            cols.push(format!(
+                "{:>7.1}us {:>8.1} {:>9.1}",
+                us(t),
+                flops / t.as_secs_f64() / 1e9,
+                kv_bytes / t.as_secs_f64() / 1e9
+            ));
+            times.push(t.as_secs_f64());
+        }
         println!(
-            "{:<34} | {:>7.1}us {:>8.1} {:>9.1}",
+            "{:<26} | {} | {} | {:>6.2}x",
             label,
-            us(t),
-            flops / t.as_secs_f64() / 1e9,
-            kv_bytes / t.as_secs_f64() / 1e9
+            cols[0],
+            cols[1],
+            times[1] / times[0]
         );
     }
 }

@@ -1,17 +1,18 @@
 //! Single-stream prefill and decode speed of a model on this machine, beside
 //! the memory-bandwidth floor (weight bytes read per token / DRAM bandwidth).
 //!
-//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N] [--only exact|fast|f32] [--batch N]`
+//! `cargo run --release -p factory-benches --bin model_bench [-- --model PATH] [--prompt N] [--decode N] [--reps N] [--only exact|fast|f32] [--batch N] [--kv-cache-dtype f32|f16]`
 //! With no --model, benchmarks the default model (Q4_1) in exact and fast
 //! mode and its f32 form. `--batch N` adds batched decode: N sequences with
 //! `--prompt` tokens of context each, one new token each per step (the
-//! engine's steady state under load), in ms per step and tokens/s.
+//! engine's steady state under load), in ms per step and tokens/s, over a KV
+//! cache of `--kv-cache-dtype` (default f32).
 
 use std::time::Instant;
 
 use anyhow::Context;
 use factory_kernels::cpu::ActivationMode;
-use factory_models::{default_model, open_model, KvCache, LogitsRequest, Model, SeqInput};
+use factory_models::{default_model, open_model, KvCache, KvDType, LogitsRequest, Model, SeqInput};
 
 struct Opts {
     model: Option<String>,
@@ -22,6 +23,8 @@ struct Opts {
     only: Option<String>,
     /// Sequences of the batched decode run (none without `--batch`).
     batch: Option<usize>,
+    /// KV cache element type of the batched decode run.
+    kv_dtype: KvDType,
 }
 
 fn parse() -> anyhow::Result<Opts> {
@@ -32,6 +35,7 @@ fn parse() -> anyhow::Result<Opts> {
         reps: 3,
         only: None,
         batch: None,
+        kv_dtype: KvDType::F32,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -43,6 +47,7 @@ fn parse() -> anyhow::Result<Opts> {
             "--reps" => o.reps = val()?.parse()?,
             "--only" => o.only = Some(val()?),
             "--batch" => o.batch = Some(val()?.parse()?),
+            "--kv-cache-dtype" => o.kv_dtype = val()?.parse()?,
             "--bench" => {} // passed by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -94,10 +99,16 @@ fn run_once(model: &Model, prompt: usize, decode: usize) -> anyhow::Result<(f64,
 
 /// Seconds per decode step of `n` sequences, each with `prompt` tokens of
 /// context (filled by one batched prefill first), over `decode` steps.
-fn run_batch(model: &Model, n: usize, prompt: usize, decode: usize) -> anyhow::Result<f64> {
+fn run_batch(
+    model: &Model,
+    n: usize,
+    prompt: usize,
+    decode: usize,
+    dtype: KvDType,
+) -> anyhow::Result<f64> {
     let vocab = model.config.vocab_size as u32;
     let per_seq = (prompt + decode).div_ceil(16);
-    let mut cache = KvCache::new(&model.config, 16, n * per_seq);
+    let mut cache = KvCache::with_dtype(&model.config, 16, n * per_seq, dtype);
     let tables: Vec<Vec<u32>> = (0..n)
         .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
         .collect();
@@ -204,14 +215,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = o.batch {
         println!();
         println!(
-            "batched decode: {n} sequences, {} tokens of context each, {} steps, median of {}",
-            o.prompt, o.decode, o.reps
+            "batched decode: {n} sequences, {} tokens of context each, {} steps, median of {}, KV cache {}",
+            o.prompt, o.decode, o.reps, o.kv_dtype
         );
         println!("| variant | ms/step | ms/token | tok/s |");
         println!("|---|---|---|---|");
         for (name, model) in &variants {
             let steps: Vec<f64> = (0..o.reps)
-                .map(|_| run_batch(model, n, o.prompt, o.decode))
+                .map(|_| run_batch(model, n, o.prompt, o.decode, o.kv_dtype))
                 .collect::<anyhow::Result<_>>()?;
             let d = median(steps);
             println!(

@@ -1,10 +1,11 @@
 //! Causal attention over a paged KV cache.
 //!
 //! Cache layout per layer: `[num_blocks, block_size, kv_heads, head_dim]` for K
-//! and the same for V. A sequence's block table maps its logical blocks to
-//! physical ones; token position `p` lives in block `table[p / block_size]`,
-//! slot `p % block_size`.
+//! and the same for V, stored as f32 or IEEE f16 ([`KvDType`]). A sequence's
+//! block table maps its logical blocks to physical ones; token position `p`
+//! lives in block `table[p / block_size]`, slot `p % block_size`.
 
+use half::f16;
 use rayon::prelude::*;
 
 /// Head counts and sizes of one attention layer.
@@ -17,12 +18,125 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
+/// Element type of a KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvDType {
+    /// 4 bytes per element: K/V exactly as computed.
+    #[default]
+    F32,
+    /// IEEE half precision, 2 bytes: half the memory and the bandwidth.
+    F16,
+}
+
+impl KvDType {
+    /// Every type, in the order the command line lists them.
+    pub const ALL: [KvDType; 2] = [KvDType::F32, KvDType::F16];
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDType::F32 => 4,
+            KvDType::F16 => 2,
+        }
+    }
+
+    /// The lowercase name (`f32`, `f16`) that [`std::str::FromStr`] accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDType::F32 => "f32",
+            KvDType::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for KvDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A KV cache type name that is neither `f32` nor `f16`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown KV cache dtype {0:?}: expected f32 or f16")]
+pub struct UnknownKvDType(pub String);
+
+impl std::str::FromStr for KvDType {
+    type Err = UnknownKvDType;
+
+    /// `f32` or `f16`, any case, surrounding spaces ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        KvDType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(t))
+            .ok_or_else(|| UnknownKvDType(s.to_string()))
+    }
+}
+
+/// One layer's K (or V) elements, in either storage type.
+#[derive(Debug, Clone, Copy)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl KvData<'_> {
+    /// Element type.
+    pub fn dtype(&self) -> KvDType {
+        match self {
+            KvData::F32(_) => KvDType::F32,
+            KvData::F16(_) => KvDType::F16,
+        }
+    }
+
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(x) => x.len(),
+            KvData::F16(x) => x.len(),
+        }
+    }
+
+    /// Whether no element is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of elements `range`, if they exist (for prefetching).
+    pub(crate) fn bytes(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
+        match self {
+            KvData::F32(x) => x.get(range).map(bytemuck::cast_slice),
+            KvData::F16(x) => x.get(range).map(bytemuck::cast_slice),
+        }
+    }
+}
+
 /// Read-only view of one layer's paged K and V.
 #[derive(Debug, Clone, Copy)]
 pub struct KvLayerView<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: KvData<'a>,
+    pub v: KvData<'a>,
     pub block_size: usize,
+}
+
+impl<'a> KvLayerView<'a> {
+    /// A view of f32 K and V.
+    pub fn f32(k: &'a [f32], v: &'a [f32], block_size: usize) -> Self {
+        Self {
+            k: KvData::F32(k),
+            v: KvData::F32(v),
+            block_size,
+        }
+    }
+
+    /// A view of f16 K and V.
+    pub fn f16(k: &'a [f16], v: &'a [f16], block_size: usize) -> Self {
+        Self {
+            k: KvData::F16(k),
+            v: KvData::F16(v),
+            block_size,
+        }
+    }
 }
 
 /// One sequence's share of a batch: its query rows and its cache.
@@ -39,13 +153,58 @@ pub struct SeqAttention<'a> {
     pub block_table: &'a [u32],
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+}
+
+/// An element type a KV cache stores: f32 or [`half::f16`].
+pub trait KvElement: sealed::Sealed + bytemuck::Pod + Send + Sync + std::fmt::Debug {
+    /// The matching [`KvDType`].
+    const DTYPE: KvDType;
+
+    /// `dst[i] = src[i]`, rounded to nearest even where the type is
+    /// narrower; the slices have the same length.
+    fn store(dst: &mut [Self], src: &[f32]);
+}
+
+impl KvElement for f32 {
+    const DTYPE: KvDType = KvDType::F32;
+
+    fn store(dst: &mut [f32], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl KvElement for f16 {
+    const DTYPE: KvDType = KvDType::F16;
+
+    fn store(dst: &mut [f16], src: &[f32]) {
+        // F16C when the CPU has it (detected at run time by `half`).
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+    }
+}
+
 /// Writes new K/V rows (`[tokens, kv_heads * head_dim]`) into cache slots
-/// (`slot = block * block_size + offset`).
-pub fn write_kv(cache_k: &mut [f32], cache_v: &mut [f32], slots: &[usize], k: &[f32], v: &[f32]) {
+/// (`slot = block * block_size + offset`), converting to the cache's type.
+pub fn write_kv<T: KvElement>(
+    cache_k: &mut [T],
+    cache_v: &mut [T],
+    slots: &[usize],
+    k: &[f32],
+    v: &[f32],
+) {
     let row = k.len() / slots.len().max(1);
     for (i, &s) in slots.iter().enumerate() {
-        cache_k[s * row..(s + 1) * row].copy_from_slice(&k[i * row..(i + 1) * row]);
-        cache_v[s * row..(s + 1) * row].copy_from_slice(&v[i * row..(i + 1) * row]);
+        T::store(
+            &mut cache_k[s * row..(s + 1) * row],
+            &k[i * row..(i + 1) * row],
+        );
+        T::store(
+            &mut cache_v[s * row..(s + 1) * row],
+            &v[i * row..(i + 1) * row],
+        );
     }
 }
 
@@ -174,18 +333,61 @@ pub fn paged_attention(
 /// Positions scored together: one exp pass and one max update per chunk.
 pub(crate) const CHUNK: usize = 32;
 
+thread_local! {
+    /// f32 staging for f16 K/V rows, kept per thread: a fresh buffer per
+    /// tile would cost an allocation (or a stack fill) every time.
+    static STAGING: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's two staging buffers (for K and V) of `n`
+/// floats each. Tiles never nest, so the buffer is always free here.
+pub(crate) fn with_staging<R>(n: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    STAGING.with_borrow_mut(|buf| {
+        if buf.len() < 2 * n {
+            buf.resize(2 * n, 0.0);
+        }
+        let (k, v) = buf[..2 * n].split_at_mut(n);
+        f(k, v)
+    })
+}
+
 /// Online-softmax attention of a tile's query vectors on a table's `dot`
 /// and `axpy` (the SIMD tables inline theirs; the exp pass vectorizes
 /// inside their `target_feature`s). Positions go
 /// by chunks: the chunk's K/V addresses once, then per query vector its
 /// scores, one running-max update, a vectorizable exp over the chunk, and
-/// the weighted V rows. `acc` is `[queries, head_dim]`.
+/// the weighted V rows. `acc` is `[queries, head_dim]`. An f16 cache's
+/// rows of a chunk are widened by `widen` into an f32 staging buffer once,
+/// for all the tile's queries; f32 rows are read in place.
 #[inline(always)]
 pub(crate) fn attend_tile_with(
     t: &AttendTile<'_>,
     acc: &mut [f32],
     dot: impl Fn(&[f32], &[f32]) -> f32,
     axpy: impl Fn(f32, &[f32], &mut [f32]),
+    widen: impl Fn(&[f16], &mut [f32]),
+) {
+    match (t.kv.k, t.kv.v) {
+        (KvData::F32(_), KvData::F32(_)) => {
+            attend_tile_staged(t, acc, &mut [], &mut [], dot, axpy, widen)
+        }
+        _ => with_staging(CHUNK * t.head_dim, |kst, vst| {
+            attend_tile_staged(t, acc, kst, vst, dot, axpy, widen)
+        }),
+    }
+}
+
+/// [`attend_tile_with`] with its staging buffers (`CHUNK * head_dim` floats
+/// each where that operand is f16, else unused).
+#[inline(always)]
+fn attend_tile_staged(
+    t: &AttendTile<'_>,
+    acc: &mut [f32],
+    kst: &mut [f32],
+    vst: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
+    widen: impl Fn(&[f16], &mut [f32]),
 ) {
     let hd = t.head_dim;
     let row = t.kv_heads * hd;
@@ -200,6 +402,7 @@ pub(crate) fn attend_tile_with(
     let mut denom = [0f32; MAX_TILE_QUERIES];
     let mut scores = [0f32; CHUNK];
     let mut bases = [0usize; CHUNK];
+    let (mut kofs, mut vofs) = ([0usize; CHUNK], [0usize; CHUNK]);
     let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
     let mut p0 = 0;
     while p0 < len {
@@ -208,6 +411,8 @@ pub(crate) fn attend_tile_with(
             let p = p0 + j;
             *b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
         }
+        let ks = chunk_rows(t.kv.k, &bases[..n], hd, kst, &mut kofs, &widen);
+        let vs = chunk_rows(t.kv.v, &bases[..n], hd, vst, &mut vofs, &widen);
         for i in 0..nq {
             let ni = t.lens[i].saturating_sub(p0).min(n);
             if ni == 0 {
@@ -217,8 +422,8 @@ pub(crate) fn attend_tile_with(
             let ai = &mut acc[i * hd..(i + 1) * hd];
             let w = &mut scores[..ni];
             let mut cmax = f32::NEG_INFINITY;
-            for (s, &b) in w.iter_mut().zip(&bases) {
-                *s = dot(qi, &t.kv.k[b..b + hd]) * t.scale;
+            for (s, &b) in w.iter_mut().zip(&kofs) {
+                *s = dot(qi, &ks[b..b + hd]) * t.scale;
                 cmax = cmax.max(*s);
             }
             if cmax > max[i] {
@@ -233,9 +438,9 @@ pub(crate) fn attend_tile_with(
                 *x -= max[i];
             }
             exp_nonpositive(w);
-            for (&wj, &b) in w.iter().zip(&bases) {
+            for (&wj, &b) in w.iter().zip(&vofs) {
                 denom[i] += wj;
-                axpy(wj, &t.kv.v[b..b + hd], ai);
+                axpy(wj, &vs[b..b + hd], ai);
             }
         }
         p0 += n;
@@ -248,6 +453,33 @@ pub(crate) fn attend_tile_with(
     }
 }
 
+/// The f32 rows of one chunk of K (or V), whose positions start at cache
+/// offsets `bases`: an f32 cache itself (`ofs` = `bases`), or, for f16,
+/// `staging` with row `j` widened into it at `ofs[j] = j * hd`.
+#[inline(always)]
+fn chunk_rows<'s>(
+    data: KvData<'s>,
+    bases: &[usize],
+    hd: usize,
+    staging: &'s mut [f32],
+    ofs: &mut [usize; CHUNK],
+    widen: &impl Fn(&[f16], &mut [f32]),
+) -> &'s [f32] {
+    match data {
+        KvData::F32(x) => {
+            ofs[..bases.len()].copy_from_slice(bases);
+            x
+        }
+        KvData::F16(x) => {
+            for (j, (&b, o)) in bases.iter().zip(ofs.iter_mut()).enumerate() {
+                widen(&x[b..b + hd], &mut staging[j * hd..(j + 1) * hd]);
+                *o = j * hd;
+            }
+            staging
+        }
+    }
+}
+
 /// [`attend_tile_with`] on the portable dot and axpy.
 pub fn attend_tile_reference(t: &AttendTile<'_>, acc: &mut [f32]) {
     attend_tile_with(
@@ -255,6 +487,7 @@ pub fn attend_tile_reference(t: &AttendTile<'_>, acc: &mut [f32]) {
         acc,
         crate::cpu::matmul::dot_plain,
         crate::cpu::simd::scalar::axpy,
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice,
     );
 }
 
@@ -372,11 +605,7 @@ mod tests {
         let mut ck = vec![f32::NAN; blocks * bs * row];
         let mut cv = vec![f32::NAN; blocks * bs * row];
         write_kv(&mut ck, &mut cv, &slots, &k, &v);
-        let view = KvLayerView {
-            k: &ck,
-            v: &cv,
-            block_size: bs,
-        };
+        let view = KvLayerView::f32(&ck, &cv, bs);
         let seq = SeqAttention {
             q_start: 0,
             q_len: new,
@@ -418,11 +647,7 @@ mod tests {
         let mut ck = vec![f32::NAN; 6 * bs * row];
         let mut cv = vec![f32::NAN; 6 * bs * row];
         write_kv(&mut ck, &mut cv, &slots, &k, &v);
-        let view = KvLayerView {
-            k: &ck,
-            v: &cv,
-            block_size: bs,
-        };
+        let view = KvLayerView::f32(&ck, &cv, bs);
         let seq = SeqAttention {
             q_start: 0,
             q_len: new,
@@ -437,13 +662,39 @@ mod tests {
         }
     }
 
-    /// A random cache of `ctx` positions in a reversed block table.
+    /// A random cache of `ctx` positions in a reversed block table, stored
+    /// both as f32 and as f16 (NaN in unused slots).
     struct Cache {
         k: Vec<f32>,
         v: Vec<f32>,
         ck: Vec<f32>,
         cv: Vec<f32>,
+        hk: Vec<f16>,
+        hv: Vec<f16>,
         table: Vec<u32>,
+    }
+
+    impl Cache {
+        /// The cache in `dtype`.
+        fn view(&self, dtype: KvDType, bs: usize) -> KvLayerView<'_> {
+            match dtype {
+                KvDType::F32 => KvLayerView::f32(&self.ck, &self.cv, bs),
+                KvDType::F16 => KvLayerView::f16(&self.hk, &self.hv, bs),
+            }
+        }
+
+        /// The K and V values (contiguous, by position) a `dtype` cache holds.
+        fn values(&self, dtype: KvDType) -> (Vec<f32>, Vec<f32>) {
+            match dtype {
+                KvDType::F32 => (self.k.clone(), self.v.clone()),
+                KvDType::F16 => (rounded(&self.k), rounded(&self.v)),
+            }
+        }
+    }
+
+    /// `x` rounded to f16 and back.
+    fn rounded(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&a| f16::from_f32(a).to_f32()).collect()
     }
 
     fn random_cache(rng: &mut rand::rngs::StdRng, ctx: usize, row: usize, bs: usize) -> Cache {
@@ -461,17 +712,31 @@ mod tests {
         let mut ck = vec![f32::NAN; blocks * bs * row];
         let mut cv = vec![f32::NAN; blocks * bs * row];
         write_kv(&mut ck, &mut cv, &slots, &k, &v);
+        let mut hk = vec![f16::NAN; blocks * bs * row];
+        let mut hv = vec![f16::NAN; blocks * bs * row];
+        write_kv(&mut hk, &mut hv, &slots, &k, &v);
         Cache {
             k,
             v,
             ck,
             cv,
+            hk,
+            hv,
             table,
         }
     }
 
     #[test]
     fn a_query_gets_the_same_bits_alone_as_in_any_tile_and_batch() {
+        same_bits_alone_as_in_any_tile_and_batch(KvDType::F32);
+    }
+
+    #[test]
+    fn a_query_gets_the_same_bits_alone_as_in_any_tile_and_batch_from_an_f16_cache() {
+        same_bits_alone_as_in_any_tile_and_batch(KvDType::F16);
+    }
+
+    fn same_bits_alone_as_in_any_tile_and_batch(dtype: KvDType) {
         // Two sequences, 9 query heads on 3 KV heads (SmolLM2's shape), one
         // prefilling 13 tokens (several tiles, a ragged last one) and one
         // decoding; then every token again alone.
@@ -489,16 +754,8 @@ mod tests {
         let q: Vec<f32> = (0..(na + nb) * qd)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
-        let va = KvLayerView {
-            k: &a.ck,
-            v: &a.cv,
-            block_size: bs,
-        };
-        let vb = KvLayerView {
-            k: &b.ck,
-            v: &b.cv,
-            block_size: bs,
-        };
+        let va = a.view(dtype, bs);
+        let vb = b.view(dtype, bs);
         // Both sequences share one cache in the engine; here each has its
         // own, so run them as two calls over the same q/out layout.
         let seq_a = SeqAttention {
@@ -520,9 +777,10 @@ mod tests {
         // Unowned rows are zero.
         assert!(out_a[na * qd..].iter().all(|&x| x == 0.0));
         assert!(out_b[..na * qd].iter().all(|&x| x == 0.0));
-        let want = dense(&q[..na * qd], &a.k, &a.v, shape, 77 - na);
+        let (ak, av) = a.values(dtype);
+        let want = dense(&q[..na * qd], &ak, &av, shape, 77 - na);
         for (x, y) in want.iter().zip(&out_a[..na * qd]) {
-            assert!((x - y).abs() < 2e-5, "{x} vs {y}");
+            assert!((x - y).abs() < 2e-5, "{dtype}: {x} vs {y}");
         }
         for t in 0..na {
             let one = SeqAttention {
@@ -539,18 +797,35 @@ mod tests {
                     .iter()
                     .map(|x| x.to_bits())
                     .collect::<Vec<_>>(),
-                "token {t}"
+                "{dtype} token {t}"
             );
         }
     }
 
     #[test]
     fn every_head_size_and_mixed_lengths_in_one_tile_match_dense_attention() {
+        let worst = head_sizes_and_mixed_lengths_against_dense(KvDType::F32);
+        assert!(worst < 2e-5, "{worst}");
+    }
+
+    #[test]
+    fn every_kernel_table_attends_over_an_f16_cache_like_dense_attention_over_rounded_kv() {
+        // Tight against the rounded K/V (the kernels' only new error is the
+        // storage), loose against the f32 cache's exact result.
+        let worst = head_sizes_and_mixed_lengths_against_dense(KvDType::F16);
+        assert!(worst < 5e-4, "{worst}");
+    }
+
+    /// Every table over a `dtype` cache against dense attention over the K/V
+    /// that cache holds (2e-5); returns the largest difference from dense
+    /// attention over the unrounded f32 K/V.
+    fn head_sizes_and_mixed_lengths_against_dense(dtype: KvDType) -> f32 {
         // Head sizes the AVX-512 tile specializes (multiples of 16 up to 128)
         // and two it leaves to the portable tile; one tile mixes 15 queries
         // of five tokens (three heads each) with different causal lengths,
         // read through the second of two KV heads.
         let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        let mut worst_vs_f32 = 0f32;
         for hd in [16, 32, 48, 64, 80, 96, 112, 128, 40, 136] {
             let shape = AttentionShape {
                 heads: 6,
@@ -564,12 +839,10 @@ mod tests {
             let q: Vec<f32> = (0..n * 6 * hd)
                 .map(|_| rng.random_range(-2.0f32..2.0))
                 .collect();
-            let view = KvLayerView {
-                k: &c.ck,
-                v: &c.cv,
-                block_size: bs,
-            };
-            let want = dense(&q, &c.k, &c.v, shape, ctx - n);
+            let view = c.view(dtype, bs);
+            let (k, v) = c.values(dtype);
+            let want = dense(&q, &k, &v, shape, ctx - n);
+            let exact = dense(&q, &c.k, &c.v, shape, ctx - n);
             let mut qs = Vec::new();
             let mut lens = Vec::new();
             for t in 0..n {
@@ -590,14 +863,64 @@ mod tests {
                 let mut acc = vec![f32::NAN; qs.len()];
                 (kern.attend_tile)(&tile, &mut acc);
                 for t in 0..n {
-                    let w = &want[(t * 6 + 3) * hd..(t * 6 + 6) * hd];
+                    let heads = (t * 6 + 3) * hd..(t * 6 + 6) * hd;
                     let a = &acc[t * 3 * hd..(t + 1) * 3 * hd];
-                    for (x, y) in w.iter().zip(a) {
-                        assert!((x - y).abs() < 2e-5, "{} hd {hd}: {x} vs {y}", kern.isa);
+                    for ((x, y), e) in want[heads.clone()].iter().zip(a).zip(&exact[heads]) {
+                        assert!(
+                            (x - y).abs() < 2e-5,
+                            "{} {dtype} hd {hd}: {x} vs {y}",
+                            kern.isa
+                        );
+                        worst_vs_f32 = worst_vs_f32.max((e - y).abs());
                     }
                 }
             }
         }
+        eprintln!("{dtype}: largest difference from f32 dense attention {worst_vs_f32:e}");
+        worst_vs_f32
+    }
+
+    #[test]
+    fn write_kv_rounds_to_f16_and_reads_back_through_the_slots() {
+        let (row, slots) = (8, [5usize, 0, 3]);
+        let k: Vec<f32> = (0..3 * row).map(|i| i as f32 * 0.37 - 4.1).collect();
+        let v: Vec<f32> = (0..3 * row).map(|i| 1e-3 * i as f32 + 65504.0).collect();
+        let mut hk = vec![f16::NAN; 6 * row];
+        let mut hv = vec![f16::NAN; 6 * row];
+        write_kv(&mut hk, &mut hv, &slots, &k, &v);
+        for (i, &s) in slots.iter().enumerate() {
+            for j in 0..row {
+                let (kx, vx) = (k[i * row + j], v[i * row + j]);
+                assert_eq!(hk[s * row + j], f16::from_f32(kx));
+                assert_eq!(hv[s * row + j], f16::from_f32(vx));
+                // Rounded to nearest: within half an f16 ulp.
+                assert!((hk[s * row + j].to_f32() - kx).abs() <= kx.abs() * 4.9e-4);
+            }
+        }
+        // Untouched slots keep what they held.
+        assert!(hk[row..3 * row].iter().all(|x| x.is_nan()));
+        // Values f16 holds exactly come back with the same bits.
+        let exact: Vec<f32> = k.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        write_kv(&mut hk, &mut hv, &slots, &exact, &exact);
+        for (i, &s) in slots.iter().enumerate() {
+            let back: Vec<f32> = hk[s * row..(s + 1) * row]
+                .iter()
+                .map(|x| x.to_f32())
+                .collect();
+            assert_eq!(back, exact[i * row..(i + 1) * row]);
+        }
+    }
+
+    #[test]
+    fn kv_dtypes_parse_and_print() {
+        for d in KvDType::ALL {
+            assert_eq!(d.to_string().parse::<KvDType>(), Ok(d));
+        }
+        assert_eq!(" F16 ".parse::<KvDType>(), Ok(KvDType::F16));
+        assert_eq!(KvDType::default(), KvDType::F32);
+        assert_eq!((KvDType::F32.bytes(), KvDType::F16.bytes()), (4, 2));
+        let e = "bf16".parse::<KvDType>().unwrap_err().to_string();
+        assert!(e.contains("\"bf16\"") && e.contains("f32 or f16"), "{e}");
     }
 
     #[test]
@@ -615,20 +938,28 @@ mod tests {
         let q: Vec<f32> = (0..n * 4 * 40)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
-        let view = KvLayerView {
-            k: &c.ck,
-            v: &c.cv,
-            block_size: bs,
-        };
-        let want = dense(&q, &c.k, &c.v, shape, 70 - n);
+        for dtype in KvDType::ALL {
+            let (k, v) = c.values(dtype);
+            let want = dense(&q, &k, &v, shape, 70 - n);
+            every_table_tile_by_tile(&q, &c.view(dtype, bs), &c.table, &want, n);
+        }
+    }
+
+    fn every_table_tile_by_tile(
+        q: &[f32],
+        view: &KvLayerView<'_>,
+        table: &[u32],
+        want: &[f32],
+        n: usize,
+    ) {
         for kern in crate::cpu::simd::Kernels::available() {
             for t in 0..n {
                 let lens = vec![70 - n + t + 1; 4];
                 let tile = AttendTile {
                     q: &q[t * 160..(t + 1) * 160],
                     lens: &lens,
-                    kv: view,
-                    block_table: &c.table,
+                    kv: *view,
+                    block_table: table,
                     kv_head: 0,
                     kv_heads: 1,
                     head_dim: 40,
@@ -637,7 +968,8 @@ mod tests {
                 let mut acc = vec![f32::NAN; 160];
                 (kern.attend_tile)(&tile, &mut acc);
                 for (x, y) in want[t * 160..(t + 1) * 160].iter().zip(&acc) {
-                    assert!((x - y).abs() < 2e-5, "{}: {x} vs {y}", kern.isa);
+                    let dtype = view.k.dtype();
+                    assert!((x - y).abs() < 2e-5, "{} {dtype}: {x} vs {y}", kern.isa);
                 }
             }
         }

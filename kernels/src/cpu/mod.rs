@@ -10,7 +10,10 @@ pub mod simd;
 pub mod weight;
 
 pub use activation::{silu_mul_inplace, softmax_inplace};
-pub use attention::{paged_attention, AttentionShape, KvLayerView, SeqAttention};
+pub use attention::{
+    paged_attention, write_kv, AttentionShape, KvDType, KvData, KvElement, KvLayerView,
+    SeqAttention, UnknownKvDType,
+};
 pub use matmul::{matmul, matmul_many, ActivationMode};
 pub use norm::rms_norm;
 pub use rope::{apply_rope, RopeAngles, RopeStyle, RopeTable};

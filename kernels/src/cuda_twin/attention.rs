@@ -345,11 +345,7 @@ mod tests {
         };
         paged_attention(
             &to_f32(&b.q),
-            &KvLayerView {
-                k: &kf,
-                v: &vf,
-                block_size: BS,
-            },
+            &KvLayerView::f32(&kf, &vf, BS),
             &cpu_seqs,
             shape,
             &mut want,

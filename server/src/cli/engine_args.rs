@@ -1,5 +1,5 @@
-//! Engine settings shared by the commands that generate: KV cache size,
-//! block size, batch limits, prefix caching.
+//! Engine settings shared by the commands that generate: KV cache size and
+//! element type, block size, batch limits, prefix caching.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use factory_engine::executor::{CudaExecutorOptions, Executor};
 use factory_engine::{CpuExecutor, EngineConfig, EngineCore, EngineHandle, SchedulerConfig};
 use factory_models::bundle::ModelBundle;
 use factory_models::tokenizer::Tokenizer;
-use factory_models::{Model, ModelConfig};
+use factory_models::{KvDType, Model, ModelConfig};
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +113,10 @@ pub struct EngineArgs {
     /// KV cache memory: bytes (`4GiB`, `512MiB`) or a share of available memory (`10%`).
     #[arg(long, default_value = "10%")]
     pub kv_cache_memory: KvBudget,
+    /// CPU: KV cache element type, `f32` (default) or `f16` (half the memory
+    /// and bandwidth). The CUDA backend stores bf16 and refuses this flag.
+    #[arg(long)]
+    pub kv_cache_dtype: Option<KvDType>,
     /// Tokens per KV block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -198,9 +202,16 @@ pub fn random_cuda_executor(
     bail!(NO_CUDA)
 }
 
-fn check_flags(args: &EngineArgs) -> anyhow::Result<()> {
+/// Said when a KV cache type meets the CUDA backend, which has its own.
+const KV_DTYPE_CPU_ONLY: &str = "--kv-cache-dtype (engine.kv_cache_dtype) applies to the CPU backend only: the CUDA backend stores its KV cache as bf16";
+
+/// Checks the flags that contradict each other or are out of range.
+pub fn check_flags(args: &EngineArgs) -> anyhow::Result<()> {
     if args.block_size == 0 || args.max_num_seqs == 0 || args.max_num_batched_tokens == 0 {
         bail!("--block-size, --max-num-seqs and --max-num-batched-tokens must be at least 1");
+    }
+    if args.backend == Backend::Cuda && args.kv_cache_dtype.is_some() {
+        bail!(KV_DTYPE_CPU_ONLY);
     }
     Ok(())
 }
@@ -268,6 +279,7 @@ pub fn start_engine_with_context(
                     args.block_size,
                     bytes,
                     args.max_num_seqs.saturating_mul(max_len),
+                    args.kv_cache_dtype.unwrap_or_default(),
                 )
                 .context("sizing the KV cache")?,
             )
@@ -369,6 +381,27 @@ mod tests {
         assert!(o.validate().is_ok());
         assert!(flags(&["--backend", "tpu"]).is_err());
         assert!(flags(&["--gpu-memory-utilization", "1.2"]).is_err());
+    }
+
+    #[test]
+    fn kv_cache_dtype_is_a_cpu_flag() {
+        assert_eq!(flags(&[]).unwrap().kv_cache_dtype, None);
+        let a = flags(&["--kv-cache-dtype", "f16"]).unwrap();
+        assert_eq!(a.kv_cache_dtype, Some(KvDType::F16));
+        assert!(check_flags(&a).is_ok());
+        let a = flags(&["--kv-cache-dtype", "f32"]).unwrap();
+        assert_eq!(a.kv_cache_dtype, Some(KvDType::F32));
+        let e = flags(&["--kv-cache-dtype", "bf16"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected f32 or f16"), "{e}");
+        // The CUDA backend keeps bf16 whatever is asked, so asking is an error.
+        for dtype in ["f16", "f32"] {
+            let a = flags(&["--backend", "cuda", "--kv-cache-dtype", dtype]).unwrap();
+            let e = check_flags(&a).unwrap_err().to_string();
+            assert!(e.contains("CPU backend only") && e.contains("bf16"), "{e}");
+        }
+        assert!(check_flags(&flags(&["--backend", "cuda"]).unwrap()).is_ok());
     }
 
     /// Without the feature `--backend cuda` says so; with it but no GPU here,

@@ -13,7 +13,8 @@ use factory_server::config::{EngineSection, FileConfig, ModelEntry};
 use factory_server::{Family, ModelLimits, ModelSlot, ServedModel};
 
 use super::engine_args::{
-    parse_fraction, start_engine_with_context, start_random_engine, Backend, EngineArgs, KvBudget,
+    check_flags, parse_fraction, start_engine_with_context, start_random_engine, Backend,
+    EngineArgs, KvBudget,
 };
 use super::load::load_bundle;
 use super::random_weights::load_random_model;
@@ -66,6 +67,10 @@ pub fn plans(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<ModelPla
             .map(|e| entry_plan(e, args, queued))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
+    // Contradicting flags stop the start, rather than fail a model later.
+    for p in &plans {
+        check_flags(&p.engine).with_context(|| format!("model {}", p.slot.id()))?;
+    }
     // One id must not reach two models.
     let mut seen = std::collections::HashSet::new();
     for p in &plans {
@@ -119,6 +124,12 @@ fn engine_args(flags: &EngineArgs, own: &EngineSection) -> anyhow::Result<Engine
         .unwrap_or(a.max_num_batched_tokens);
     if let Some(on) = own.prefix_caching {
         a.no_prefix_caching = !on;
+    }
+    if let Some(d) = &own.kv_cache_dtype {
+        a.kv_cache_dtype = Some(
+            d.parse()
+                .map_err(|e| anyhow::anyhow!("engine.kv_cache_dtype: {e}"))?,
+        );
     }
     if let Some(b) = &own.backend {
         a.backend = Backend::from_str(b, true)
@@ -239,7 +250,28 @@ mod tests {
             (a.backend, a.gpu_memory_utilization, a.device),
             (Backend::Cuda, 0.5, 2)
         );
+        let own = EngineSection {
+            kv_cache_dtype: Some("f16".into()),
+            ..EngineSection::default()
+        };
+        let a = engine_args(&flags, &own).expect("valid");
+        assert_eq!(a.kv_cache_dtype, Some(factory_models::KvDType::F16));
+        assert!(check_flags(&a).is_ok());
+        // The CUDA backend has its own KV type: a model asking for both is refused.
+        let own = EngineSection {
+            kv_cache_dtype: Some("f16".into()),
+            backend: Some("cuda".into()),
+            ..EngineSection::default()
+        };
+        let e = check_flags(&engine_args(&flags, &own).expect("parses"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CPU backend only"), "{e}");
         for bad in [
+            EngineSection {
+                kv_cache_dtype: Some("int8".into()),
+                ..EngineSection::default()
+            },
             EngineSection {
                 backend: Some("tpu".into()),
                 ..EngineSection::default()

@@ -279,6 +279,7 @@ fn attend_tile(t: &AttendTile<'_>, acc: &mut [f32]) {
         // Closures inherit this function's target features: direct calls.
         |a, b| dot_plain(a, b),
         |w, x, y| axpy(w, x, y),
+        |h, out| dequant_float::<F16>(bytemuck::cast_slice(h), out),
     );
 }
 

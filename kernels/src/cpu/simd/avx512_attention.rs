@@ -8,11 +8,15 @@
 //! accumulate in two register sets (even and odd positions) so the FMAs
 //! pipeline. The chunking, the running max and the exp are the portable
 //! tile's, and each query's arithmetic depends only on its own vector and
-//! length, never on the tile it lands in.
+//! length, never on the tile it lands in. An f16 cache's rows of a chunk are
+//! widened (`vcvtph2ps`) into a per-thread staging buffer once for all the
+//! tile's queries, then read like f32 rows; f32 rows are read in place.
 
 use std::arch::x86_64::*;
 
-use crate::cpu::attention::{AttendTile, CHUNK, MAX_TILE_QUERIES};
+use half::f16;
+
+use crate::cpu::attention::{with_staging, AttendTile, KvData, CHUNK, MAX_TILE_QUERIES};
 
 /// Runs the tile if its head size is a multiple of 16 up to 128; `false`
 /// leaves it to the caller.
@@ -48,6 +52,15 @@ fn st(y: &mut [f32], i: usize, v: __m512) {
     let s = &mut y[i..i + 16];
     // SAFETY: `s` holds 16 f32; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+}
+
+/// 16 f16 from `x[i..i + 16]`, widened to f32 (exactly).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld_f16(x: &[f16], i: usize) -> __m512 {
+    let s = &x[i..i + 16];
+    // SAFETY: `s` holds 16 f16 (32 bytes); loadu has no alignment requirement.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.as_ptr().cast()) })
 }
 
 /// `exp(x)` for `x <= 0` lane by lane, as the portable tile's
@@ -127,6 +140,59 @@ fn sum16(p: &[__m512; 16]) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile<const V: usize>(t: &AttendTile<'_>, acc: &mut [f32]) {
+    match (t.kv.k, t.kv.v) {
+        (KvData::F32(_), KvData::F32(_)) => tile_rows::<V>(t, acc, &mut [], &mut []),
+        _ => with_staging(CHUNK * 16 * V, |kst, vst| tile_rows::<V>(t, acc, kst, vst)),
+    }
+}
+
+/// The f32 rows of one chunk of K (or V), whose positions start at cache
+/// offsets `bases`: slices of an f32 cache, or of `staging` (`CHUNK * 16 * V`
+/// floats) after widening an f16 cache's rows into it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn chunk_rows<'s, const V: usize>(
+    data: KvData<'s>,
+    bases: &[usize],
+    staging: &'s mut [f32],
+) -> [&'s [f32]; CHUNK] {
+    let hd = 16 * V;
+    let mut rows: [&[f32]; CHUNK] = [&[]; CHUNK];
+    match data {
+        KvData::F32(x) => {
+            for (r, &b) in rows.iter_mut().zip(bases) {
+                *r = &x[b..b + hd];
+            }
+        }
+        KvData::F16(x) => {
+            for (dst, &b) in staging.chunks_exact_mut(hd).zip(bases) {
+                let src = &x[b..b + hd];
+                for v in 0..V {
+                    st(dst, 16 * v, ld_f16(src, 16 * v));
+                }
+            }
+            let staged: &'s [f32] = staging;
+            for (r, s) in rows
+                .iter_mut()
+                .zip(staged.chunks_exact(hd))
+                .take(bases.len())
+            {
+                *r = s;
+            }
+        }
+    }
+    rows
+}
+
+/// [`tile`] with its staging buffers (empty for an f32 cache).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_rows<const V: usize>(
+    t: &AttendTile<'_>,
+    acc: &mut [f32],
+    kst: &mut [f32],
+    vst: &mut [f32],
+) {
     let hd = 16 * V;
     let row = t.kv_heads * hd;
     let bs = t.kv.block_size.max(1);
@@ -135,27 +201,25 @@ fn tile<const V: usize>(t: &AttendTile<'_>, acc: &mut [f32]) {
     let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
     let mut denom = [0f32; MAX_TILE_QUERIES];
     let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
-    let empty: &[f32] = &[];
-    let mut krows = [empty; CHUNK];
-    let mut vrows = [empty; CHUNK];
+    let mut bases = [0usize; CHUNK];
     let mut scores = [0f32; CHUNK];
     let mut p0 = 0;
     while p0 < len {
         let n = CHUNK.min(len - p0);
-        for j in 0..n {
+        for (j, b) in bases[..n].iter_mut().enumerate() {
             let p = p0 + j;
-            let b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
-            krows[j] = &t.kv.k[b..b + hd];
-            vrows[j] = &t.kv.v[b..b + hd];
+            *b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
         }
+        let krows = chunk_rows::<V>(t.kv.k, &bases[..n], kst);
+        let vrows = chunk_rows::<V>(t.kv.v, &bases[..n], vst);
         // The next chunk's rows start streaming in while this one computes:
         // a decoding sequence's K/V come from DRAM once per step, and one
         // query's dots alone would wait on every line.
         for p in p0 + n..(p0 + n + CHUNK).min(len) {
             let b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
-            if let (Some(k), Some(v)) = (t.kv.k.get(b..b + hd), t.kv.v.get(b..b + hd)) {
-                super::prefetch(bytemuck::cast_slice(k));
-                super::prefetch(bytemuck::cast_slice(v));
+            if let (Some(k), Some(v)) = (t.kv.k.bytes(b..b + hd), t.kv.v.bytes(b..b + hd)) {
+                super::prefetch(k);
+                super::prefetch(v);
             }
         }
         for i in 0..nq {
