@@ -224,21 +224,30 @@ pub struct AttendTile<'a> {
     pub lens: &'a [usize],
     pub kv: KvLayerView<'a>,
     pub block_table: &'a [u32],
+    /// The first (usually only) KV head the queries read.
     pub kv_head: usize,
+    /// Consecutive KV heads from `kv_head` the queries read, in order and
+    /// in equal shares: query `i` of `n` reads head
+    /// `kv_head + i / ceil(n / kv_span)` (1: all read `kv_head`).
+    pub kv_span: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     /// Multiplies q·k.
     pub scale: f32,
 }
 
-/// A task of [`paged_attention`]: sequence, KV head, first new token, tokens.
+/// A task of [`paged_attention`]: sequence, KV heads, first new token, tokens.
 struct Task {
     seq: usize,
     kv_head: usize,
+    /// KV heads from `kv_head` (see [`AttendTile::kv_span`]).
+    span: usize,
     t0: usize,
     tokens: usize,
     /// First query head; the task covers `heads` of them from here.
     h0: usize,
+    /// Query heads per token.
+    heads: usize,
 }
 
 /// Causal attention for every sequence in a batch. `q` and `out` are
@@ -276,17 +285,41 @@ pub fn paged_attention(
         1
     };
     let per_task = (MAX_TILE_QUERIES / heads).max(1);
+    // Many decoding sequences: one task per sequence takes the heads of
+    // several KV heads at once, so it reads whole cache rows (one stretch
+    // of memory per position) instead of one head's slice of each row per
+    // task; in a batched decode step every row comes from DRAM.
+    let span = (MAX_TILE_QUERIES / group).clamp(1, kv_heads);
+    let decoding = seqs.iter().filter(|s| s.q_len == 1).count();
+    let whole_rows = span > 1 && decoding * kv_heads.div_ceil(span) >= 4 * threads;
     let mut tasks = Vec::new();
     for (seq, s) in seqs.iter().enumerate() {
+        if whole_rows && s.q_len == 1 {
+            for kv_head in (0..kv_heads).step_by(span) {
+                let span = span.min(kv_heads - kv_head);
+                tasks.push(Task {
+                    seq,
+                    kv_head,
+                    span,
+                    t0: 0,
+                    tokens: 1,
+                    h0: kv_head * group,
+                    heads: span * group,
+                });
+            }
+            continue;
+        }
         for t0 in (0..s.q_len).step_by(per_task) {
             for kv_head in 0..kv_heads {
                 for g0 in (0..group).step_by(heads) {
                     tasks.push(Task {
                         seq,
                         kv_head,
+                        span: 1,
                         t0,
                         tokens: per_task.min(s.q_len - t0),
                         h0: kv_head * group + g0,
+                        heads,
                     });
                 }
             }
@@ -298,6 +331,7 @@ pub fn paged_attention(
         .map(|task| {
             let s = &seqs[task.seq];
             let first_pos = s.context_len - s.q_len + task.t0;
+            let heads = task.heads;
             let mut qs = Vec::with_capacity(task.tokens * heads * hd);
             let mut lens = Vec::with_capacity(task.tokens * heads);
             for t in 0..task.tokens {
@@ -312,6 +346,7 @@ pub fn paged_attention(
                 kv: *kv,
                 block_table: s.block_table,
                 kv_head: task.kv_head,
+                kv_span: task.span,
                 kv_heads,
                 head_dim: hd,
                 scale: shape.scale,
@@ -323,6 +358,7 @@ pub fn paged_attention(
     out.fill(0.0);
     for (task, acc) in tasks.iter().zip(&results) {
         let s = &seqs[task.seq];
+        let heads = task.heads;
         for (t, a) in acc.chunks_exact(heads * hd).enumerate() {
             let row = s.q_start + task.t0 + t;
             out[row * qd + task.h0 * hd..][..heads * hd].copy_from_slice(a);
@@ -401,46 +437,55 @@ fn attend_tile_staged(
     let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
     let mut denom = [0f32; MAX_TILE_QUERIES];
     let mut scores = [0f32; CHUNK];
+    let mut slots = [0usize; CHUNK];
     let mut bases = [0usize; CHUNK];
     let (mut kofs, mut vofs) = ([0usize; CHUNK], [0usize; CHUNK]);
     let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
+    // Query i reads KV head kv_head + i / per.
+    let span = t.kv_span.clamp(1, nq.max(1));
+    let per = nq.div_ceil(span);
     let mut p0 = 0;
     while p0 < len {
         let n = CHUNK.min(len - p0);
-        for (j, b) in bases[..n].iter_mut().enumerate() {
+        for (j, b) in slots[..n].iter_mut().enumerate() {
             let p = p0 + j;
             *b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
         }
-        let ks = chunk_rows(t.kv.k, &bases[..n], hd, kst, &mut kofs, &widen);
-        let vs = chunk_rows(t.kv.v, &bases[..n], hd, vst, &mut vofs, &widen);
-        for i in 0..nq {
-            let ni = t.lens[i].saturating_sub(p0).min(n);
-            if ni == 0 {
-                continue;
+        for h in 0..span {
+            for (b, &s) in bases[..n].iter_mut().zip(&slots) {
+                *b = s + h * hd;
             }
-            let qi = &t.q[i * hd..(i + 1) * hd];
-            let ai = &mut acc[i * hd..(i + 1) * hd];
-            let w = &mut scores[..ni];
-            let mut cmax = f32::NEG_INFINITY;
-            for (s, &b) in w.iter_mut().zip(&kofs) {
-                *s = dot(qi, &ks[b..b + hd]) * t.scale;
-                cmax = cmax.max(*s);
-            }
-            if cmax > max[i] {
-                if denom[i] > 0.0 {
-                    let f = (max[i] - cmax).exp();
-                    denom[i] *= f;
-                    ai.iter_mut().for_each(|a| *a *= f);
+            let ks = chunk_rows(t.kv.k, &bases[..n], hd, &mut *kst, &mut kofs, &widen);
+            let vs = chunk_rows(t.kv.v, &bases[..n], hd, &mut *vst, &mut vofs, &widen);
+            for i in h * per..((h + 1) * per).min(nq) {
+                let ni = t.lens[i].saturating_sub(p0).min(n);
+                if ni == 0 {
+                    continue;
                 }
-                max[i] = cmax;
-            }
-            for x in w.iter_mut() {
-                *x -= max[i];
-            }
-            exp_nonpositive(w);
-            for (&wj, &b) in w.iter().zip(&vofs) {
-                denom[i] += wj;
-                axpy(wj, &vs[b..b + hd], ai);
+                let qi = &t.q[i * hd..(i + 1) * hd];
+                let ai = &mut acc[i * hd..(i + 1) * hd];
+                let w = &mut scores[..ni];
+                let mut cmax = f32::NEG_INFINITY;
+                for (s, &b) in w.iter_mut().zip(&kofs) {
+                    *s = dot(qi, &ks[b..b + hd]) * t.scale;
+                    cmax = cmax.max(*s);
+                }
+                if cmax > max[i] {
+                    if denom[i] > 0.0 {
+                        let f = (max[i] - cmax).exp();
+                        denom[i] *= f;
+                        ai.iter_mut().for_each(|a| *a *= f);
+                    }
+                    max[i] = cmax;
+                }
+                for x in w.iter_mut() {
+                    *x -= max[i];
+                }
+                exp_nonpositive(w);
+                for (&wj, &b) in w.iter().zip(&vofs) {
+                    denom[i] += wj;
+                    axpy(wj, &vs[b..b + hd], ai);
+                }
             }
         }
         p0 += n;
@@ -727,6 +772,96 @@ mod tests {
     }
 
     #[test]
+    fn many_decoding_sequences_read_whole_rows_with_the_same_bits_as_alone() {
+        // Twelve sequences decoding one token each in one shared cache, on a
+        // 2-thread pool: enough of them for one task per sequence over all
+        // its KV heads (9 query heads on 3 KV heads, and 12 on 4, spans of
+        // 3 and 4, plus 24 heads on 8 KV heads: two tiles of 4 per token).
+        // Each output must equal dense attention and, bit for bit, the same
+        // sequence run alone (one head per task).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a 2-thread pool");
+        for (heads, kv_heads) in [(9, 3), (12, 4), (24, 8)] {
+            for dtype in KvDType::ALL {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(heads as u64);
+                let (hd, bs, nseq) = (32, 8, 12);
+                let shape = AttentionShape {
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    scale: 0.2,
+                };
+                let (row, qd) = (kv_heads * hd, heads * hd);
+                let ctxs: Vec<usize> = (0..nseq).map(|i| 5 + 9 * i).collect();
+                // Sequence i owns blocks i, i + nseq, i + 2·nseq, ...
+                let per_seq = ctxs.iter().max().map_or(0, |c| c.div_ceil(bs));
+                let tables: Vec<Vec<u32>> = (0..nseq)
+                    .map(|i| (0..per_seq).map(|b| (b * nseq + i) as u32).collect())
+                    .collect();
+                let blocks = per_seq * nseq;
+                let mut ck = vec![0f32; blocks * bs * row];
+                let mut cv = vec![0f32; blocks * bs * row];
+                let mut hk = vec![f16::ZERO; blocks * bs * row];
+                let mut hv = vec![f16::ZERO; blocks * bs * row];
+                let mut kvs = Vec::new();
+                for (i, &ctx) in ctxs.iter().enumerate() {
+                    let k: Vec<f32> = (0..ctx * row)
+                        .map(|_| rng.random_range(-1.0f32..1.0))
+                        .collect();
+                    let v: Vec<f32> = (0..ctx * row)
+                        .map(|_| rng.random_range(-1.0f32..1.0))
+                        .collect();
+                    let slots: Vec<usize> = (0..ctx)
+                        .map(|p| tables[i][p / bs] as usize * bs + p % bs)
+                        .collect();
+                    write_kv(&mut ck, &mut cv, &slots, &k, &v);
+                    write_kv(&mut hk, &mut hv, &slots, &k, &v);
+                    kvs.push(match dtype {
+                        KvDType::F32 => (k, v),
+                        KvDType::F16 => (rounded(&k), rounded(&v)),
+                    });
+                }
+                let view = match dtype {
+                    KvDType::F32 => KvLayerView::f32(&ck, &cv, bs),
+                    KvDType::F16 => KvLayerView::f16(&hk, &hv, bs),
+                };
+                let q: Vec<f32> = (0..nseq * qd)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect();
+                let seqs: Vec<SeqAttention<'_>> = (0..nseq)
+                    .map(|i| SeqAttention {
+                        q_start: i,
+                        q_len: 1,
+                        context_len: ctxs[i],
+                        block_table: &tables[i],
+                    })
+                    .collect();
+                let mut all = vec![f32::NAN; q.len()];
+                pool.install(|| paged_attention(&q, &view, &seqs, shape, &mut all));
+                for (i, s) in seqs.iter().enumerate() {
+                    let qi = &q[i * qd..(i + 1) * qd];
+                    let (k, v) = &kvs[i];
+                    let want = dense(qi, k, v, shape, ctxs[i] - 1);
+                    let got = &all[i * qd..(i + 1) * qd];
+                    for (x, y) in want.iter().zip(got) {
+                        assert!(
+                            (x - y).abs() < 2e-5,
+                            "{dtype} {heads}/{kv_heads}: {x} vs {y}"
+                        );
+                    }
+                    let alone = SeqAttention { q_start: 0, ..*s };
+                    let mut one = vec![f32::NAN; qd];
+                    pool.install(|| paged_attention(qi, &view, &[alone], shape, &mut one));
+                    let bits = |x: &[f32]| x.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&one), bits(got), "{dtype} {heads}/{kv_heads} seq {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_query_gets_the_same_bits_alone_as_in_any_tile_and_batch() {
         same_bits_alone_as_in_any_tile_and_batch(KvDType::F32);
     }
@@ -856,6 +991,7 @@ mod tests {
                     kv: view,
                     block_table: &c.table,
                     kv_head: 1,
+                    kv_span: 1,
                     kv_heads: 2,
                     head_dim: hd,
                     scale: shape.scale,
@@ -961,6 +1097,7 @@ mod tests {
                     kv: *view,
                     block_table: table,
                     kv_head: 0,
+                    kv_span: 1,
                     kv_heads: 1,
                     head_dim: 40,
                     scale: 0.2,

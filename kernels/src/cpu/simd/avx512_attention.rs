@@ -201,101 +201,112 @@ fn tile_rows<const V: usize>(
     let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
     let mut denom = [0f32; MAX_TILE_QUERIES];
     let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
+    // Query i reads KV head kv_head + i / per.
+    let span = t.kv_span.clamp(1, nq.max(1));
+    let per = nq.div_ceil(span);
+    let mut slots = [0usize; CHUNK];
     let mut bases = [0usize; CHUNK];
     let mut scores = [0f32; CHUNK];
     let mut p0 = 0;
     while p0 < len {
         let n = CHUNK.min(len - p0);
-        for (j, b) in bases[..n].iter_mut().enumerate() {
+        for (j, b) in slots[..n].iter_mut().enumerate() {
             let p = p0 + j;
             *b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
         }
-        let krows = chunk_rows::<V>(t.kv.k, &bases[..n], kst);
-        let vrows = chunk_rows::<V>(t.kv.v, &bases[..n], vst);
-        // The next chunk's rows start streaming in while this one computes:
-        // a decoding sequence's K/V come from DRAM once per step, and one
-        // query's dots alone would wait on every line.
+        // The next chunk's rows (all the span's heads: one stretch of each
+        // cache row) start streaming in while this one computes: a decoding
+        // sequence's K/V come from DRAM once per step, and one query's dots
+        // alone would wait on every line.
+        let ahead = span * hd;
         for p in p0 + n..(p0 + n + CHUNK).min(len) {
             let b = (t.block_table[p / bs] as usize * bs + p % bs) * row + t.kv_head * hd;
-            if let (Some(k), Some(v)) = (t.kv.k.bytes(b..b + hd), t.kv.v.bytes(b..b + hd)) {
+            if let (Some(k), Some(v)) = (t.kv.k.bytes(b..b + ahead), t.kv.v.bytes(b..b + ahead)) {
                 super::prefetch(k);
                 super::prefetch(v);
             }
         }
-        for i in 0..nq {
-            let ni = t.lens[i].saturating_sub(p0).min(n);
-            if ni == 0 {
-                continue;
+        for h in 0..span {
+            for (b, &s) in bases[..n].iter_mut().zip(&slots) {
+                *b = s + h * hd;
             }
-            let qi = &t.q[i * hd..(i + 1) * hd];
-            let qv: [__m512; V] = std::array::from_fn(|v| ld(qi, 16 * v));
-            let mut cmax = f32::NEG_INFINITY;
-            let mut sv = [_mm512_setzero_ps(); CHUNK / 16];
-            let mut masks = [0u16; CHUNK / 16];
-            for (g, (sg, mg)) in sv.iter_mut().zip(&mut masks).enumerate() {
-                let j0 = 16 * g;
-                if j0 >= ni {
-                    break;
+            let krows = chunk_rows::<V>(t.kv.k, &bases[..n], kst);
+            let vrows = chunk_rows::<V>(t.kv.v, &bases[..n], vst);
+            for i in h * per..((h + 1) * per).min(nq) {
+                let ni = t.lens[i].saturating_sub(p0).min(n);
+                if ni == 0 {
+                    continue;
                 }
-                let gn = 16.min(ni - j0);
-                let mut parts = [_mm512_setzero_ps(); 16];
-                for (j, part) in parts.iter_mut().enumerate().take(gn) {
-                    let k = krows[j0 + j];
-                    let mut s = _mm512_mul_ps(qv[0], ld(k, 0));
-                    for (v, &qv) in qv.iter().enumerate().skip(1) {
-                        s = _mm512_fmadd_ps(qv, ld(k, 16 * v), s);
+                let qi = &t.q[i * hd..(i + 1) * hd];
+                let qv: [__m512; V] = std::array::from_fn(|v| ld(qi, 16 * v));
+                let mut cmax = f32::NEG_INFINITY;
+                let mut sv = [_mm512_setzero_ps(); CHUNK / 16];
+                let mut masks = [0u16; CHUNK / 16];
+                for (g, (sg, mg)) in sv.iter_mut().zip(&mut masks).enumerate() {
+                    let j0 = 16 * g;
+                    if j0 >= ni {
+                        break;
                     }
-                    *part = s;
+                    let gn = 16.min(ni - j0);
+                    let mut parts = [_mm512_setzero_ps(); 16];
+                    for (j, part) in parts.iter_mut().enumerate().take(gn) {
+                        let k = krows[j0 + j];
+                        let mut s = _mm512_mul_ps(qv[0], ld(k, 0));
+                        for (v, &qv) in qv.iter().enumerate().skip(1) {
+                            s = _mm512_fmadd_ps(qv, ld(k, 16 * v), s);
+                        }
+                        *part = s;
+                    }
+                    *sg = _mm512_mul_ps(sum16(&parts), _mm512_set1_ps(t.scale));
+                    *mg = if gn == 16 { 0xffff } else { (1u16 << gn) - 1 };
+                    cmax = cmax.max(_mm512_mask_reduce_max_ps(*mg, *sg));
                 }
-                *sg = _mm512_mul_ps(sum16(&parts), _mm512_set1_ps(t.scale));
-                *mg = if gn == 16 { 0xffff } else { (1u16 << gn) - 1 };
-                cmax = cmax.max(_mm512_mask_reduce_max_ps(*mg, *sg));
-            }
-            let ai = &mut acc[i * hd..(i + 1) * hd];
-            if cmax > max[i] {
-                if denom[i] > 0.0 {
-                    let f = (max[i] - cmax).exp();
-                    denom[i] *= f;
-                    let fv = _mm512_set1_ps(f);
+                let ai = &mut acc[i * hd..(i + 1) * hd];
+                if cmax > max[i] {
+                    if denom[i] > 0.0 {
+                        let f = (max[i] - cmax).exp();
+                        denom[i] *= f;
+                        let fv = _mm512_set1_ps(f);
+                        for v in 0..V {
+                            st(ai, 16 * v, _mm512_mul_ps(fv, ld(ai, 16 * v)));
+                        }
+                    }
+                    max[i] = cmax;
+                }
+                let mv = _mm512_set1_ps(max[i]);
+                let mut dsum = _mm512_setzero_ps();
+                for (g, (&sg, &mg)) in sv.iter().zip(&masks).enumerate() {
+                    if mg == 0 {
+                        break;
+                    }
+                    let w = _mm512_maskz_mov_ps(mg, exp_nonpositive_ps(_mm512_sub_ps(sg, mv)));
+                    dsum = _mm512_add_ps(dsum, w);
+                    st(&mut scores, 16 * g, w);
+                }
+                denom[i] += _mm512_reduce_add_ps(dsum);
+                let w = &scores[..ni];
+                // Two register sets: even and odd positions, added at the end.
+                let mut a0: [__m512; V] = std::array::from_fn(|v| ld(ai, 16 * v));
+                let mut a1 = [_mm512_setzero_ps(); V];
+                let mut j = 0;
+                while j + 2 <= ni {
+                    let (w0, w1) = (_mm512_set1_ps(w[j]), _mm512_set1_ps(w[j + 1]));
+                    let (v0, v1) = (vrows[j], vrows[j + 1]);
                     for v in 0..V {
-                        st(ai, 16 * v, _mm512_mul_ps(fv, ld(ai, 16 * v)));
+                        a0[v] = _mm512_fmadd_ps(w0, ld(v0, 16 * v), a0[v]);
+                        a1[v] = _mm512_fmadd_ps(w1, ld(v1, 16 * v), a1[v]);
+                    }
+                    j += 2;
+                }
+                if j < ni {
+                    let w0 = _mm512_set1_ps(w[j]);
+                    for (v, a) in a0.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(w0, ld(vrows[j], 16 * v), *a);
                     }
                 }
-                max[i] = cmax;
-            }
-            let mv = _mm512_set1_ps(max[i]);
-            let mut dsum = _mm512_setzero_ps();
-            for (g, (&sg, &mg)) in sv.iter().zip(&masks).enumerate() {
-                if mg == 0 {
-                    break;
-                }
-                let w = _mm512_maskz_mov_ps(mg, exp_nonpositive_ps(_mm512_sub_ps(sg, mv)));
-                dsum = _mm512_add_ps(dsum, w);
-                st(&mut scores, 16 * g, w);
-            }
-            denom[i] += _mm512_reduce_add_ps(dsum);
-            let w = &scores[..ni];
-            // Two register sets: even and odd positions, added at the end.
-            let mut a0: [__m512; V] = std::array::from_fn(|v| ld(ai, 16 * v));
-            let mut a1 = [_mm512_setzero_ps(); V];
-            let mut j = 0;
-            while j + 2 <= ni {
-                let (w0, w1) = (_mm512_set1_ps(w[j]), _mm512_set1_ps(w[j + 1]));
-                let (v0, v1) = (vrows[j], vrows[j + 1]);
                 for v in 0..V {
-                    a0[v] = _mm512_fmadd_ps(w0, ld(v0, 16 * v), a0[v]);
-                    a1[v] = _mm512_fmadd_ps(w1, ld(v1, 16 * v), a1[v]);
+                    st(ai, 16 * v, _mm512_add_ps(a0[v], a1[v]));
                 }
-                j += 2;
-            }
-            if j < ni {
-                let w0 = _mm512_set1_ps(w[j]);
-                for (v, a) in a0.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(w0, ld(vrows[j], 16 * v), *a);
-                }
-            }
-            for v in 0..V {
-                st(ai, 16 * v, _mm512_add_ps(a0[v], a1[v]));
             }
         }
         p0 += n;
