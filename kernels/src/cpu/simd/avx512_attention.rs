@@ -198,15 +198,20 @@ fn tile_rows<const V: usize>(
     let bs = t.kv.block_size.max(1);
     let nq = t.lens.len().min(MAX_TILE_QUERIES).min(t.q.len() / hd);
     acc.fill(0.0);
-    let mut max = [f32::NEG_INFINITY; MAX_TILE_QUERIES];
-    let mut denom = [0f32; MAX_TILE_QUERIES];
+    let mut st8 = States {
+        max: [f32::NEG_INFINITY; MAX_TILE_QUERIES],
+        denom: [0f32; MAX_TILE_QUERIES],
+    };
     let len = t.lens[..nq].iter().copied().max().unwrap_or(0);
     // Query i reads KV head kv_head + i / per.
     let span = t.kv_span.clamp(1, nq.max(1));
     let per = nq.div_ceil(span);
+    // Queries of one KV head with the same length (a token's group of
+    // heads) go through the chunk together: each K/V row is loaded once for
+    // all of them and their dependency chains interleave.
+    let qmax = (12 / V).clamp(1, 4);
     let mut slots = [0usize; CHUNK];
     let mut bases = [0usize; CHUNK];
-    let mut scores = [0f32; CHUNK];
     let mut p0 = 0;
     while p0 < len {
         let n = CHUNK.min(len - p0);
@@ -232,92 +237,173 @@ fn tile_rows<const V: usize>(
             }
             let krows = chunk_rows::<V>(t.kv.k, &bases[..n], kst);
             let vrows = chunk_rows::<V>(t.kv.v, &bases[..n], vst);
-            for i in h * per..((h + 1) * per).min(nq) {
+            let rows = Rows {
+                k: &krows,
+                v: &vrows,
+            };
+            let end = ((h + 1) * per).min(nq);
+            let mut i = h * per;
+            while i < end {
                 let ni = t.lens[i].saturating_sub(p0).min(n);
-                if ni == 0 {
-                    continue;
+                let mut r = 1;
+                while i + r < end && r < qmax && t.lens[i + r] == t.lens[i] {
+                    r += 1;
                 }
-                let qi = &t.q[i * hd..(i + 1) * hd];
-                let qv: [__m512; V] = std::array::from_fn(|v| ld(qi, 16 * v));
-                let mut cmax = f32::NEG_INFINITY;
-                let mut sv = [_mm512_setzero_ps(); CHUNK / 16];
-                let mut masks = [0u16; CHUNK / 16];
-                for (g, (sg, mg)) in sv.iter_mut().zip(&mut masks).enumerate() {
-                    let j0 = 16 * g;
-                    if j0 >= ni {
-                        break;
-                    }
-                    let gn = 16.min(ni - j0);
-                    let mut parts = [_mm512_setzero_ps(); 16];
-                    for (j, part) in parts.iter_mut().enumerate().take(gn) {
-                        let k = krows[j0 + j];
-                        let mut s = _mm512_mul_ps(qv[0], ld(k, 0));
-                        for (v, &qv) in qv.iter().enumerate().skip(1) {
-                            s = _mm512_fmadd_ps(qv, ld(k, 16 * v), s);
-                        }
-                        *part = s;
-                    }
-                    *sg = _mm512_mul_ps(sum16(&parts), _mm512_set1_ps(t.scale));
-                    *mg = if gn == 16 { 0xffff } else { (1u16 << gn) - 1 };
-                    cmax = cmax.max(_mm512_mask_reduce_max_ps(*mg, *sg));
-                }
-                let ai = &mut acc[i * hd..(i + 1) * hd];
-                if cmax > max[i] {
-                    if denom[i] > 0.0 {
-                        let f = (max[i] - cmax).exp();
-                        denom[i] *= f;
-                        let fv = _mm512_set1_ps(f);
-                        for v in 0..V {
-                            st(ai, 16 * v, _mm512_mul_ps(fv, ld(ai, 16 * v)));
-                        }
-                    }
-                    max[i] = cmax;
-                }
-                let mv = _mm512_set1_ps(max[i]);
-                let mut dsum = _mm512_setzero_ps();
-                for (g, (&sg, &mg)) in sv.iter().zip(&masks).enumerate() {
-                    if mg == 0 {
-                        break;
-                    }
-                    let w = _mm512_maskz_mov_ps(mg, exp_nonpositive_ps(_mm512_sub_ps(sg, mv)));
-                    dsum = _mm512_add_ps(dsum, w);
-                    st(&mut scores, 16 * g, w);
-                }
-                denom[i] += _mm512_reduce_add_ps(dsum);
-                let w = &scores[..ni];
-                // Two register sets: even and odd positions, added at the end.
-                let mut a0: [__m512; V] = std::array::from_fn(|v| ld(ai, 16 * v));
-                let mut a1 = [_mm512_setzero_ps(); V];
-                let mut j = 0;
-                while j + 2 <= ni {
-                    let (w0, w1) = (_mm512_set1_ps(w[j]), _mm512_set1_ps(w[j + 1]));
-                    let (v0, v1) = (vrows[j], vrows[j + 1]);
-                    for v in 0..V {
-                        a0[v] = _mm512_fmadd_ps(w0, ld(v0, 16 * v), a0[v]);
-                        a1[v] = _mm512_fmadd_ps(w1, ld(v1, 16 * v), a1[v]);
-                    }
-                    j += 2;
-                }
-                if j < ni {
-                    let w0 = _mm512_set1_ps(w[j]);
-                    for (v, a) in a0.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(w0, ld(vrows[j], 16 * v), *a);
+                if ni > 0 {
+                    let g = Group {
+                        i,
+                        ni,
+                        q: t.q,
+                        scale: t.scale,
+                    };
+                    match r {
+                        1 => group::<V, 1>(&g, &rows, &mut st8, acc),
+                        2 => group::<V, 2>(&g, &rows, &mut st8, acc),
+                        3 => group::<V, 3>(&g, &rows, &mut st8, acc),
+                        _ => group::<V, 4>(&g, &rows, &mut st8, acc),
                     }
                 }
-                for v in 0..V {
-                    st(ai, 16 * v, _mm512_add_ps(a0[v], a1[v]));
-                }
+                i += r;
             }
         }
         p0 += n;
     }
     for i in 0..nq {
-        if denom[i] > 0.0 {
-            let r = _mm512_set1_ps(1.0 / denom[i]);
+        if st8.denom[i] > 0.0 {
+            let r = _mm512_set1_ps(1.0 / st8.denom[i]);
             let ai = &mut acc[i * hd..(i + 1) * hd];
             for v in 0..V {
                 st(ai, 16 * v, _mm512_mul_ps(r, ld(ai, 16 * v)));
             }
+        }
+    }
+}
+
+/// Running softmax state of a tile's query vectors.
+struct States {
+    max: [f32; MAX_TILE_QUERIES],
+    denom: [f32; MAX_TILE_QUERIES],
+}
+
+/// One chunk's K and V rows (f32) of one KV head.
+struct Rows<'r, 's> {
+    k: &'r [&'s [f32]; CHUNK],
+    v: &'r [&'s [f32]; CHUNK],
+}
+
+/// Query vectors `i..i + Q` of a tile, all seeing the chunk's first `ni`
+/// positions.
+struct Group<'a> {
+    i: usize,
+    ni: usize,
+    q: &'a [f32],
+    scale: f32,
+}
+
+/// One chunk for `Q` query vectors that see the same positions. Every
+/// query's operations and their order are those of `Q = 1` (its own score
+/// chains, tree, softmax update and even/odd V accumulators); only the
+/// loads of K and V rows are shared.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+// Register tiles indexed by query and vector at once read clearer as index
+// loops than as zipped iterators.
+#[allow(clippy::needless_range_loop)]
+fn group<const V: usize, const Q: usize>(
+    g: &Group<'_>,
+    rows: &Rows<'_, '_>,
+    st8: &mut States,
+    acc: &mut [f32],
+) {
+    let hd = 16 * V;
+    let ni = g.ni;
+    let qv: [[__m512; V]; Q] =
+        std::array::from_fn(|a| std::array::from_fn(|v| ld(&g.q[(g.i + a) * hd..], 16 * v)));
+    let mut cmax = [f32::NEG_INFINITY; Q];
+    let mut sv = [[_mm512_setzero_ps(); CHUNK / 16]; Q];
+    let mut masks = [0u16; CHUNK / 16];
+    for (gi, mg) in masks.iter_mut().enumerate() {
+        let j0 = 16 * gi;
+        if j0 >= ni {
+            break;
+        }
+        let gn = 16.min(ni - j0);
+        let mut parts = [[_mm512_setzero_ps(); 16]; Q];
+        for j in 0..gn {
+            let k = rows.k[j0 + j];
+            let kv: [__m512; V] = std::array::from_fn(|v| ld(k, 16 * v));
+            for a in 0..Q {
+                let mut s = _mm512_mul_ps(qv[a][0], kv[0]);
+                for v in 1..V {
+                    s = _mm512_fmadd_ps(qv[a][v], kv[v], s);
+                }
+                parts[a][j] = s;
+            }
+        }
+        *mg = if gn == 16 { 0xffff } else { (1u16 << gn) - 1 };
+        for a in 0..Q {
+            sv[a][gi] = _mm512_mul_ps(sum16(&parts[a]), _mm512_set1_ps(g.scale));
+            cmax[a] = cmax[a].max(_mm512_mask_reduce_max_ps(*mg, sv[a][gi]));
+        }
+    }
+    let mut w = [[0f32; CHUNK]; Q];
+    for a in 0..Q {
+        let i = g.i + a;
+        if cmax[a] > st8.max[i] {
+            if st8.denom[i] > 0.0 {
+                let f = (st8.max[i] - cmax[a]).exp();
+                st8.denom[i] *= f;
+                let fv = _mm512_set1_ps(f);
+                let ai = &mut acc[i * hd..(i + 1) * hd];
+                for v in 0..V {
+                    st(ai, 16 * v, _mm512_mul_ps(fv, ld(ai, 16 * v)));
+                }
+            }
+            st8.max[i] = cmax[a];
+        }
+        let mv = _mm512_set1_ps(st8.max[i]);
+        let mut dsum = _mm512_setzero_ps();
+        for (gi, &mg) in masks.iter().enumerate() {
+            if mg == 0 {
+                break;
+            }
+            let e = _mm512_maskz_mov_ps(mg, exp_nonpositive_ps(_mm512_sub_ps(sv[a][gi], mv)));
+            dsum = _mm512_add_ps(dsum, e);
+            st(&mut w[a], 16 * gi, e);
+        }
+        st8.denom[i] += _mm512_reduce_add_ps(dsum);
+    }
+    // Two register sets per query: even and odd positions, added at the end.
+    let mut a0: [[__m512; V]; Q] = std::array::from_fn(|a| {
+        let ai = &acc[(g.i + a) * hd..];
+        std::array::from_fn(|v| ld(ai, 16 * v))
+    });
+    let mut a1 = [[_mm512_setzero_ps(); V]; Q];
+    let mut j = 0;
+    while j + 2 <= ni {
+        let (r0, r1) = (rows.v[j], rows.v[j + 1]);
+        for v in 0..V {
+            let (x0, x1) = (ld(r0, 16 * v), ld(r1, 16 * v));
+            for a in 0..Q {
+                a0[a][v] = _mm512_fmadd_ps(_mm512_set1_ps(w[a][j]), x0, a0[a][v]);
+                a1[a][v] = _mm512_fmadd_ps(_mm512_set1_ps(w[a][j + 1]), x1, a1[a][v]);
+            }
+        }
+        j += 2;
+    }
+    if j < ni {
+        let r0 = rows.v[j];
+        for v in 0..V {
+            let x0 = ld(r0, 16 * v);
+            for a in 0..Q {
+                a0[a][v] = _mm512_fmadd_ps(_mm512_set1_ps(w[a][j]), x0, a0[a][v]);
+            }
+        }
+    }
+    for a in 0..Q {
+        let ai = &mut acc[(g.i + a) * hd..(g.i + a + 1) * hd];
+        for v in 0..V {
+            st(ai, 16 * v, _mm512_add_ps(a0[a][v], a1[a][v]));
         }
     }
 }

@@ -93,19 +93,12 @@ pub(crate) fn f16_lut() -> &'static [f32; 1 << 16] {
 }
 
 /// Hints the CPU to start loading `bytes` into cache (x86_64: `prefetcht0`
-/// per 64-byte line; a no-op elsewhere). Never faults.
+/// on every 64-byte line the range touches, the first and last partial ones
+/// included; a no-op elsewhere). Never faults.
 #[inline]
 pub fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: prefetching is a hint that never faults, whatever the
-        // address; SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = bytes;
 }
@@ -115,16 +108,28 @@ pub fn prefetch(bytes: &[u8]) {
 #[inline]
 pub fn prefetch_l2(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: as in `prefetch`: a hint that never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
+    prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }>(bytes);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = bytes;
+}
+
+/// One prefetch per cache line of `bytes`, in a plain counted loop.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn prefetch_lines<const HINT: i32>(bytes: &[u8]) {
+    let p = bytes.as_ptr();
+    // From the start of the line holding the first byte to past the last.
+    let lead = p as usize % 64;
+    let mut off = 0;
+    while off < lead + bytes.len() {
+        // SAFETY: a prefetch is a hint that never faults, whatever the
+        // address (the pointer is never dereferenced); SSE is part of the
+        // x86_64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<HINT>(p.wrapping_sub(lead).wrapping_add(off).cast())
+        };
+        off += 64;
+    }
 }
 
 /// Instruction-set level of a kernel table.
