@@ -327,7 +327,7 @@ fn prepared_q4_dot(kern: &Kernels, dtype: WeightDType) -> Option<PreparedQ4Dot> 
 fn gemm_min_rows(kern: &Kernels, dtype: WeightDType, fast: bool) -> usize {
     match (dtype, fast) {
         // Several rows per weight-block decode: row dots stay ahead up to
-        // the kernel's row count (at 2-4 rows the block product's
+        // the kernel's row count (at 2-3 rows the block product's
         // dequantization of every weight costs more than it saves).
         (WeightDType::Q4_0 | WeightDType::Q4_1, false)
             if prepared_q4_rows(kern, dtype).is_some() =>

@@ -438,7 +438,7 @@ fn dot_q4p<const Q4_1: bool>(row: &[u8], xp: &[f32]) -> f32 {
     _mm512_reduce_add_ps(v)
 }
 
-/// [`dot_q4p`] of one weight row against `out.len()` (1..=4) prepared
+/// [`dot_q4p`] of one weight row against `out.len()` (1..=3) prepared
 /// activation rows laid end to end in `xp`: each block is decoded once for
 /// all of them. Per row the accumulators, their order and the final sum are
 /// exactly `dot_q4p`'s, so every output equals the one-row dot bit for bit.
@@ -448,8 +448,7 @@ fn dot_q4p_rows<const Q4_1: bool>(row: &[u8], xp: &[f32], out: &mut [f32]) {
         0 => {}
         1 => dot_q4p_m::<Q4_1, 1>(row, xp, out),
         2 => dot_q4p_m::<Q4_1, 2>(row, xp, out),
-        3 => dot_q4p_m::<Q4_1, 3>(row, xp, out),
-        _ => dot_q4p_m::<Q4_1, 4>(row, xp, out),
+        _ => dot_q4p_m::<Q4_1, 3>(row, xp, out),
     }
 }
 

@@ -203,7 +203,9 @@ pub type PrepareQ4 = fn(&[f32], &mut [f32]);
 /// permutes per block.
 pub type PreparedQ4Dot = fn(&[u8], &[f32]) -> f32;
 /// Most input rows one [`PreparedQ4Rows`] call takes.
-pub const PREPARED_Q4_MAX_ROWS: usize = 4;
+/// (With four rows the kernel's 16 accumulators crowd the registers and it
+/// lost to the block product by 2-4x on the 576- and 1536-row matrices.)
+pub const PREPARED_Q4_MAX_ROWS: usize = 3;
 /// A table's [`PreparedQ4Dot`] of one weight row against `out.len()`
 /// (at most [`PREPARED_Q4_MAX_ROWS`]) prepared activation rows laid end to
 /// end in `xp`, decoding each weight block once; each output equals the
